@@ -1,0 +1,174 @@
+/*
+ * util.c - clocks, ISO-8601, ObjectIds, randomness and the status computation.
+ */
+#include "common/util.h"
+
+#include <openssl/rand.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t util_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t util_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t util_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void util_iso_time(int64_t ms, char out[ISO_TIME_LEN + 1])
+{
+    time_t secs = (time_t)(ms / 1000);
+    int millis = (int)(ms % 1000);
+    if (millis < 0) {
+        millis += 1000;
+        secs -= 1;
+    }
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    /* Years past 9999 do not fit the fixed width; clamp rather than truncate mid-field. */
+    char tmp[64];
+    snprintf(tmp, sizeof(tmp), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
+    memcpy(out, tmp, ISO_TIME_LEN);
+    out[ISO_TIME_LEN] = '\0';
+}
+
+int util_parse_iso_time(const char *s, int64_t *out_ms)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (p == NULL)
+        return -1;
+    int millis = 0;
+    if (*p == '.') {
+        p++;
+        int digits = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (digits < 3)
+                millis = millis * 10 + (*p - '0');
+            digits++;
+            p++;
+        }
+        if (digits == 0)
+            return -1;
+        for (; digits < 3; digits++)
+            millis *= 10;
+    }
+    if (*p == 'Z')
+        p++;
+    if (*p != '\0')
+        return -1;
+    *out_ms = (int64_t)timegm(&tm) * 1000 + millis;
+    return 0;
+}
+
+static unsigned char oid_process_random[5];
+static atomic_uint oid_counter;
+static atomic_int oid_ready;
+
+void util_oid_new(char out[OID_HEX_LEN + 1])
+{
+    if (!atomic_load(&oid_ready)) {
+        /* A benign race: two threads may both seed; either seed is valid. */
+        unsigned char seed[8];
+        util_random_bytes(seed, sizeof(seed));
+        memcpy(oid_process_random, seed, 5);
+        atomic_store(&oid_counter, (unsigned)seed[5] << 16 | (unsigned)seed[6] << 8 | seed[7]);
+        atomic_store(&oid_ready, 1);
+    }
+    uint32_t secs = (uint32_t)time(NULL);
+    uint32_t count = atomic_fetch_add(&oid_counter, 1) & 0xffffff;
+    unsigned char b[12] = {(unsigned char)(secs >> 24), (unsigned char)(secs >> 16),
+                           (unsigned char)(secs >> 8),  (unsigned char)secs,
+                           oid_process_random[0],       oid_process_random[1],
+                           oid_process_random[2],       oid_process_random[3],
+                           oid_process_random[4],       (unsigned char)(count >> 16),
+                           (unsigned char)(count >> 8), (unsigned char)count};
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 12; i++) {
+        out[2 * i] = hex[b[i] >> 4];
+        out[2 * i + 1] = hex[b[i] & 15];
+    }
+    out[OID_HEX_LEN] = '\0';
+}
+
+bool util_oid_valid(const char *s)
+{
+    if (s == NULL)
+        return false;
+    for (int i = 0; i < OID_HEX_LEN; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return false;
+    }
+    return s[OID_HEX_LEN] == '\0';
+}
+
+int util_random_bytes(void *buf, size_t n)
+{
+    return RAND_bytes(buf, (int)n) == 1 ? 0 : -1;
+}
+
+int util_random_hex(char *out, size_t n)
+{
+    unsigned char tmp[64];
+    static const char hex[] = "0123456789abcdef";
+    size_t done = 0;
+    while (done < n) {
+        size_t chunk = n - done < sizeof(tmp) ? n - done : sizeof(tmp);
+        if (util_random_bytes(tmp, chunk) != 0)
+            return -1;
+        for (size_t i = 0; i < chunk; i++) {
+            out[2 * (done + i)] = hex[tmp[i] >> 4];
+            out[2 * (done + i) + 1] = hex[tmp[i] & 15];
+        }
+        done += chunk;
+    }
+    out[2 * n] = '\0';
+    return 0;
+}
+
+enum presence_status presence_compute(bool is_online, int64_t last_active_ms, int64_t now_ms,
+                                      int64_t away_after_ms, int64_t offline_after_ms)
+{
+    if (last_active_ms == 0)
+        return PRESENCE_OFFLINE;
+    int64_t idle = now_ms - last_active_ms;
+    if (is_online) {
+        if (idle < away_after_ms)
+            return PRESENCE_ONLINE;
+        if (idle < offline_after_ms)
+            return PRESENCE_AWAY;
+        return PRESENCE_OFFLINE;
+    }
+    return idle < offline_after_ms ? PRESENCE_AWAY : PRESENCE_OFFLINE;
+}
+
+const char *presence_status_name(enum presence_status s)
+{
+    static const char *const names[] = {"online", "away", "offline"};
+    return names[s];
+}
+
+const char *presence_status_color(enum presence_status s)
+{
+    static const char *const colors[] = {"#10b981", "#f59e0b", "#6b7280"};
+    return colors[s];
+}
