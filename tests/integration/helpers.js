@@ -58,24 +58,34 @@ async function waitUntil(cond, { timeoutMs = 5000, intervalMs = 10, what = 'cond
   }
 }
 
+// Which store the tests run on: the embedded SQLite by default, or MongoDB when
+// PG_TEST_MONGO_URI names a server (minimongo in scripts/test, or a real mongod): each gateway
+// then gets its own fresh database on it.
+function freshDatabaseUrl(dir) {
+  const base = process.env.PG_TEST_MONGO_URI;
+  if (base) return `${base.replace(/\/+$/, '')}/pgit_${crypto.randomBytes(6).toString('hex')}`;
+  return `sqlite:${path.join(dir, 'presence.db')}`;
+}
+
 // Starts the gateway. Resolves once it logged its READY line with the bound port.
-async function startGateway({ env = {}, args = [], dbPath, keepDir = false } = {}) {
+// databaseUrl: reuse another gateway's store (restart tests), else a fresh one.
+async function startGateway({ env = {}, args = [], databaseUrl, keepDir = false } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-it-'));
-  const db = dbPath || path.join(dir, 'presence.db');
+  const dbUrl = databaseUrl || freshDatabaseUrl(dir);
   const childEnv = {
     PATH: process.env.PATH,
     HOST: '127.0.0.1',
     PORT: '0',
     JWT_SECRET: SECRET,
-    DATABASE_URL: process.env.TEST_DATABASE_URL || `sqlite:${db}`,
+    DATABASE_URL: dbUrl,
     LOG_LEVEL: 'debug',
-    ASAN_OPTIONS: process.env.ASAN_OPTIONS || '',
-    UBSAN_OPTIONS: process.env.UBSAN_OPTIONS || '',
+    ASAN_OPTIONS: process.env.ASAN_OPTIONS || 'detect_leaks=1',
+    UBSAN_OPTIONS: process.env.UBSAN_OPTIONS || 'print_stacktrace=1:halt_on_error=1',
     ...env,
   };
   const child = spawn(BIN, args, { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const gw = {
-    child, dir, db, log: '', port: 0, url: '', exited: null, exitCode: null, signal: null,
+    child, dir, databaseUrl: dbUrl, log: '', port: 0, url: '', exited: null, exitCode: null, signal: null,
   };
   gw.exited = new Promise((resolve) => {
     child.on('exit', (code, signal) => { gw.exitCode = code; gw.signal = signal; resolve({ code, signal }); });
@@ -99,10 +109,17 @@ async function startGateway({ env = {}, args = [], dbPath, keepDir = false } = {
     if (gw.exitCode === null && gw.signal === null) child.kill(signal);
     const r = await withTimeout(gw.exited, 20000, 'gateway exit');
     if (!keepDir) fs.rmSync(dir, { recursive: true, force: true });
+    assertNoSanitizerReport(gw);
     return r;
   };
   gw.api = (method, p, opts) => api(gw, method, p, opts);
   return gw;
+}
+
+// A sanitizer report in the gateway's output fails the test that ran it.
+function assertNoSanitizerReport(gw) {
+  const m = gw.log.match(/(ERROR: (Address|Leak|Thread)Sanitizer[^\n]*|runtime error:[^\n]*)/);
+  if (m) throw new Error(`sanitizer report from the gateway: ${m[1]}\n${gw.log.slice(-4000)}`);
 }
 
 // Calls the REST API. Returns {status, headers, body} with body parsed as JSON when possible.
@@ -145,5 +162,5 @@ async function createAnonymous(gw, conversationId, username) {
 
 module.exports = {
   BIN, ROOT, SECRET, mintToken, userToken, adminToken, startGateway, api, createUser,
-  createConversation, createAnonymous, waitUntil, withTimeout,
+  createConversation, createAnonymous, waitUntil, withTimeout, assertNoSanitizerReport,
 };
