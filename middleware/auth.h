@@ -35,7 +35,9 @@ struct auth_claims {
 
 struct auth_ctx;
 
-/* Keeps a copy of the secret (wiped with explicit_bzero by auth_free). */
+/* Keeps a copy of the secret (wiped with explicit_bzero by auth_free). Returns NULL when the
+ * secret is NULL or empty (libjwt would then skip the signature check). store may be NULL in
+ * programs that only verify or mint tokens; auth_authenticate then answers AUTH_ERR_STORE. */
 struct auth_ctx *auth_new(const char *secret, size_t secret_len, struct store *store);
 void auth_free(struct auth_ctx *a);
 

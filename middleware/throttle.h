@@ -18,7 +18,9 @@
 
 struct throttle;
 
-/* window_ms: ACTIVITY_THROTTLE_MS; max_entries: the bound on remembered persons. */
+/* window_ms: ACTIVITY_THROTTLE_MS; max_entries: the bound on remembered persons.
+ * Returns NULL when window_ms < 0 or max_entries == 0. Ids longer than 128 bytes are not
+ * remembered: every call for them is a write. throttle_free(NULL) is a no-op. */
 struct throttle *throttle_new(int64_t window_ms, size_t max_entries);
 void throttle_free(struct throttle *t);
 
@@ -26,7 +28,8 @@ void throttle_free(struct throttle *t);
  * true when a write is due (and records now_ms as the last write), false when throttled.
  * Counts the decision in the stats. */
 bool throttle_should_write(struct throttle *t, const char *id, int64_t now_ms);
-/* Records a write made elsewhere (the connect write opens a new window). */
+/* Records a write made elsewhere (the connect write opens a new window). It counts as a
+ * "written" decision in the stats (SPEC §3: the connect write counts as activity). */
 void throttle_record(struct throttle *t, const char *id, int64_t now_ms);
 
 struct throttle_stats {
