@@ -82,8 +82,10 @@ void route__allow_text(int mask, char *out, size_t outlen)
         if (!(mask & order[i].bit))
             continue;
         int w = snprintf(out + used, outlen - used, "%s%s", used ? ", " : "", order[i].name);
-        if (w < 0 || (size_t)w >= outlen - used)
+        if (w < 0 || (size_t)w >= outlen - used) {
+            out[used] = '\0'; /* drop the partial name */
             return;
+        }
         used += (size_t)w;
     }
 }
