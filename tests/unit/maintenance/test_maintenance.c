@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -456,6 +457,42 @@ static void test_concurrent_runs(void **state)
     maint_free(m);
 }
 
+/* Runs one statement on the fixture's database through a side connection. */
+static void side_sql(struct fixture *f, const char *sql)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/t.db", f->dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* The store fails (its tables vanish under it): run_now answers NULL, nobody is reported, the
+ * stats keep the last good run; once the store is back the zombie is cleaned. */
+static void test_store_failure(void **state)
+{
+    struct fixture *f = *state;
+    char zombie[OID_HEX_LEN + 1];
+    online_user(f, "zf", util_now_ms() - THRESHOLD_MS - 1000, zombie);
+    struct maint *m = maint_new(&f->cfg, f->store);
+    maint_set_callbacks(m, live_cb, broadcast_cb, &f->eng);
+    side_sql(f, "ALTER TABLE users RENAME TO users_away;");
+    assert_null(maint_run_now(m));
+    assert_int_equal(engine_ngot(&f->eng), 0);
+    json_t *s = maint_stats_json(m);
+    assert_true(json_is_null(json_object_get(s, "lastRunAt")));
+    json_decref(s);
+    side_sql(f, "ALTER TABLE users_away RENAME TO users;");
+    json_t *res = maint_run_now(m);
+    assert_non_null(res);
+    assert_int_equal(json_integer_value(json_object_get(res, "count")), 1);
+    json_decref(res);
+    assert_int_equal(engine_ngot(&f->eng), 1);
+    maint_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -469,6 +506,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_callbacks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconcile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_failure, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

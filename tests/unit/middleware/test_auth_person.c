@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,6 +265,42 @@ static void test_missing_and_invalid(void **state)
     auth_result_clear(NULL);
 }
 
+/* Runs one statement on the fixture's database through a side connection. */
+static void side_sql(struct fixture *f, const char *sql)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/t.db", f->dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* A failing store is a 503 (AUTH_ERR_STORE), never a 401: the tables vanish under the store
+ * (renamed by another connection), then come back. */
+static void test_store_failure(void **state)
+{
+    struct fixture *f = *state;
+    struct auth_result r;
+    char *t = tok(f->user, NULL);
+    char *svc = tok(f->admin, "ADMIN");
+    side_sql(f, "ALTER TABLE users RENAME TO users_away;"
+                "ALTER TABLE anonymous_participants RENAME TO anonymous_away;");
+    assert_int_equal(auth(f, t, NULL, false, &r), AUTH_ERR_STORE);
+    /* an admin token is not let through on a store failure either */
+    assert_int_equal(auth(f, svc, NULL, true, &r), AUTH_ERR_STORE);
+    assert_int_equal(auth(f, NULL, f->session, false, &r), AUTH_ERR_STORE);
+    side_sql(f, "ALTER TABLE users_away RENAME TO users;"
+                "ALTER TABLE anonymous_away RENAME TO anonymous_participants;");
+    assert_int_equal(auth(f, t, NULL, false, &r), 0);
+    auth_result_clear(&r);
+    assert_int_equal(auth(f, NULL, f->session, false, &r), 0);
+    auth_result_clear(&r);
+    free(t);
+    free(svc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -274,6 +311,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_demoted_admin, setup, teardown),
         cmocka_unit_test_setup_teardown(test_session_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_and_invalid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_failure, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
