@@ -694,12 +694,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (r->too_large || r->responded)
             return MHD_YES;
         if (r->body_len + n > (size_t)s->v.cfg->max_payload_bytes) {
-            /* Chunked bodies have no Content-Length: stop at the limit. */
+            /* A chunked body has no Content-Length to refuse up front. Drop what came and
+             * discard the rest (the request timeout bounds how long), then answer 413: a
+             * client still sending would miss an answer queued now. */
             r->too_large = true;
             free(r->body);
             r->body = NULL;
             r->body_len = r->body_cap = 0;
-            return dispatch(r);
+            return MHD_YES;
         }
         if (r->body_len + n > r->body_cap) {
             size_t cap = r->body_cap ? r->body_cap : BODY_INITIAL_CAP;
