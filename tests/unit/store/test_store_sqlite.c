@@ -190,6 +190,11 @@ static void test_overlay_while_locked(void **state)
     struct store_person p = {0}, q = {0};
     assert_int_equal(store_user_create(s, &u, &p), 0);
 
+    struct store_conversation c = {0};
+    int added = 0;
+    assert_int_equal(store_conversation_create(s, NULL, NULL, NULL, &c), 0);
+    assert_int_equal(store_member_add(s, c.id, p.id, &added), 0);
+
     sqlite3 *db = raw_open(path);
     raw_exec(db, "BEGIN IMMEDIATE");
     store_presence_online(s, p.id, false, 1700000000042LL);
@@ -197,6 +202,17 @@ static void test_overlay_while_locked(void **state)
     assert_true(q.is_online);
     assert_int_equal(q.last_active_at_ms, 1700000000042LL);
     store_person_clear(&q);
+    struct store_person_list l = {0};
+    assert_int_equal(store_conversation_participants(s, c.id, &l), 0);
+    assert_int_equal(l.count, 1);
+    assert_true(l.items[0].is_online);
+    assert_int_equal(l.items[0].last_active_at_ms, 1700000000042LL);
+    store_person_list_free(&l);
+    /* a zombie only through the queued write: the backend row is offline, not listed */
+    assert_int_equal(store_zombies_find(s, 1800000000000LL, &l), 0);
+    assert_int_equal(l.count, 0);
+    store_person_list_free(&l);
+    store_conversation_clear(&c);
     /* not in the database yet: the lock holder sees the old row */
     assert_int_equal(raw_int(db, "SELECT isOnline FROM users"), 0);
     assert_int_equal(store_flush(s, 100), STORE_ERR_UNAVAILABLE);

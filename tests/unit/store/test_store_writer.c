@@ -30,7 +30,10 @@ struct store_backend {
     struct store_write batches[FAKE_MAX_BATCHES][16];
     size_t batch_len[FAKE_MAX_BATCHES];
     struct store_person stored; /* one person, what the "database" holds */
+    bool race_once;             /* person_get: let a batch land mid-read (see below) */
 };
+
+static struct store *cur_store;
 
 static struct store_backend *fake;
 
@@ -98,7 +101,23 @@ static int fake_person_get(struct store_backend *b, const char *id, struct store
         *out = b->stored;
         rc = 0;
     }
+    bool race = b->race_once;
+    b->race_once = false;
     pthread_mutex_unlock(&b->mu);
+    if (race) {
+        /* Return the row as read before the pending batch lands, but only once that batch
+         * has landed and left the overlay: the case read_person must read again for. */
+        int64_t until = util_mono_ms() + 3000;
+        while (util_mono_ms() < until) {
+            pthread_mutex_lock(&cur_store->_mu);
+            bool done = cur_store->_ring_count == 0;
+            pthread_mutex_unlock(&cur_store->_mu);
+            if (done)
+                break;
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
     return rc;
 }
 
@@ -141,6 +160,7 @@ static int setup(void **state)
     struct store *s = NULL;
     if (store_open_ops(&fake_ops, "fake:", &s) != 0)
         return -1;
+    cur_store = s;
     *state = s;
     return 0;
 }
@@ -300,6 +320,22 @@ static void test_gather_latency(void **state)
     assert_int_equal(b->batch_len[0], 2);
 }
 
+/* A batch that lands and leaves the overlay while a read is at the backend: the read must not
+ * return the row it got from before the batch without the overlay. */
+static void test_read_during_batch(void **state)
+{
+    struct store *s = *state;
+    struct store_backend *b = fake;
+    b->race_once = true;
+    store_presence_online(s, A, false, 77);
+    struct store_person p = {0};
+    assert_int_equal(store_person_get(s, A, &p), 0);
+    assert_false(b->race_once);
+    assert_true(p.is_online);
+    assert_int_equal(p.last_active_at_ms, 77);
+    assert_int_equal(HASH_COUNT(s->_overlay), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +344,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deadlines, setup, teardown_closed),
         cmocka_unit_test_setup_teardown(test_queue_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gather_latency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_during_batch, setup, teardown),
     };
     return cmocka_run_group_tests_name("store_writer", tests, NULL, NULL);
 }
