@@ -1,0 +1,1133 @@
+/*
+ * loop.c - the event loop threads of the Socket.IO engine: upgraded sockets, WebSocket
+ * framing through wslay, output queues, timers, rooms and the local fan-out.
+ *
+ * An idle connection costs about a hundred bytes here (STACK-NOTES §9): it holds no wslay
+ * context (8.8 KB each) and no libmicrohttpd pool. A wslay context is created when bytes
+ * arrive and freed as soon as it holds nothing (no partial frame, no fragmented message, no
+ * queued output, no close in progress). wslay is used for what it is good at — parsing and
+ * validating client frames (masking, fragments, control frames in the middle of a message,
+ * close codes, UTF-8 of text messages, the message size limit) and answering pings and
+ * closes. Everything the server sends goes through our own per-connection queue of
+ * reference-counted frames instead: a broadcast is encoded once and the same bytes are
+ * written to every recipient, and wslay's own output (pong, close) is appended to that same
+ * queue from its send callback, so frames never interleave.
+ *
+ * DESIGN
+ *  - One epoll per loop thread, level-triggered. Each loop owns its connections, its rooms
+ *    (conversation -> its connections there) and its timer heap; no other thread touches them.
+ *  - Other threads talk to a loop through an MPSC queue whose eventfd is written only on
+ *    empty -> non-empty; the loop drains it in batches.
+ *  - Timers: one deadline per connection (next ping, pong timeout, connect timeout, flush
+ *    timeout) in a binary min-heap, plus a FIFO of grace timers (all of one duration, so
+ *    appending keeps them sorted); one timerfd per loop armed on the earliest.
+ *  - A connection is never freed inside its own callbacks or mid fan-out: sio__conn_close()
+ *    detaches it (registry, rooms) at once, and the socket and memory go at the end of the
+ *    loop iteration (or once its last frames are written, when asked to flush).
+ *  - Output: when a connection has nothing queued, a frame is send()-ed directly; only the
+ *    unsent tail is queued (and EPOLLOUT armed). A reader that lets more than
+ *    MAX_PAYLOAD_BYTES pile up is disconnected ([SLOW]).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/xmalloc.h"
+#include "socketio/sio_internal.h"
+
+struct sio_outchunk {
+    struct sio_outchunk *next;
+    struct sio_sbuf *buf;
+    uint32_t off;
+};
+
+/* ---- shared buffers and frames ------------------------------------------------------- */
+
+struct sio_sbuf *sio_sbuf_new(size_t len)
+{
+    struct sio_sbuf *b = xmalloc(sizeof(*b) + len);
+    atomic_init(&b->refs, 1);
+    b->len = (uint32_t)len;
+    return b;
+}
+
+void sio_sbuf_release(struct sio_sbuf *b)
+{
+    if (b != NULL && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+        free(b);
+}
+
+size_t sio__ws_header_len(size_t len)
+{
+    return len < 126 ? 2 : len < 65536 ? 4 : 10;
+}
+
+size_t sio__ws_header_write(uint8_t *out, uint8_t opcode, size_t len)
+{
+    out[0] = (uint8_t)(0x80u | (opcode & 0x0fu));
+    if (len < 126) {
+        out[1] = (uint8_t)len;
+        return 2;
+    }
+    if (len < 65536) {
+        out[1] = 126;
+        out[2] = (uint8_t)(len >> 8);
+        out[3] = (uint8_t)len;
+        return 4;
+    }
+    out[1] = 127;
+    for (int i = 0; i < 8; i++)
+        out[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
+struct sio_sbuf *sio_sbuf_frame(uint8_t opcode, const void *payload, size_t len)
+{
+    size_t h = sio__ws_header_len(len);
+    struct sio_sbuf *b = sio_sbuf_new(h + len);
+    sio__ws_header_write(b->data, opcode, len);
+    if (len > 0)
+        memcpy(b->data + h, payload, len);
+    return b;
+}
+
+int sio__ws_accept(const char *key, char out[29])
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    size_t klen = strlen(key);
+    if (klen == 0 || klen > 64)
+        return -1;
+    char buf[64 + sizeof(guid)];
+    memcpy(buf, key, klen);
+    memcpy(buf + klen, guid, sizeof(guid) - 1);
+    unsigned char sha[EVP_MAX_MD_SIZE];
+    unsigned int shalen = 0;
+    if (EVP_Digest(buf, klen + sizeof(guid) - 1, sha, &shalen, EVP_sha1(), NULL) != 1 ||
+        shalen != 20)
+        return -1;
+    EVP_EncodeBlock((unsigned char *)out, sha, 20);
+    out[28] = '\0';
+    return 0;
+}
+
+/* ---- queues --------------------------------------------------------------------------- */
+
+void sio_msg_free(struct sio_msg *m)
+{
+    if (m == NULL)
+        return;
+    free(m->extra);
+    free(m->jwt);
+    free(m->session);
+    free(m->qtoken);
+    store_person_clear(&m->person);
+    store_id_list_free(&m->convs);
+    free(m);
+}
+
+void sio__mpsc_push(struct sio_mpsc *q, struct sio_msg *m)
+{
+    m->next = NULL;
+    pthread_mutex_lock(&q->mu);
+    bool was_empty = q->head == NULL;
+    if (q->tail != NULL)
+        q->tail->next = m;
+    else
+        q->head = m;
+    q->tail = m;
+    pthread_mutex_unlock(&q->mu);
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t r = write(q->efd, &one, sizeof(one));
+        (void)r; /* an eventfd write only fails on overflow, which leaves it readable anyway */
+    }
+}
+
+static struct sio_msg *mpsc_take(struct sio_mpsc *q)
+{
+    uint64_t v;
+    ssize_t r = read(q->efd, &v, sizeof(v));
+    (void)r;
+    pthread_mutex_lock(&q->mu);
+    struct sio_msg *m = q->head;
+    q->head = q->tail = NULL;
+    pthread_mutex_unlock(&q->mu);
+    return m;
+}
+
+/* ---- timers --------------------------------------------------------------------------- */
+
+#define HEAP_NONE UINT32_MAX
+
+static void heap_swap(struct sio_loop *l, size_t a, size_t b)
+{
+    struct sio_conn *t = l->heap[a];
+    l->heap[a] = l->heap[b];
+    l->heap[b] = t;
+    l->heap[a]->heap_idx = (uint32_t)a;
+    l->heap[b]->heap_idx = (uint32_t)b;
+}
+
+static void heap_up(struct sio_loop *l, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (l->heap[p]->deadline_ms <= l->heap[i]->deadline_ms)
+            break;
+        heap_swap(l, i, p);
+        i = p;
+    }
+}
+
+static void heap_down(struct sio_loop *l, size_t i)
+{
+    for (;;) {
+        size_t a = 2 * i + 1, b = a + 1, m = i;
+        if (a < l->heap_len && l->heap[a]->deadline_ms < l->heap[m]->deadline_ms)
+            m = a;
+        if (b < l->heap_len && l->heap[b]->deadline_ms < l->heap[m]->deadline_ms)
+            m = b;
+        if (m == i)
+            return;
+        heap_swap(l, i, m);
+        i = m;
+    }
+}
+
+static void heap_remove(struct sio_loop *l, struct sio_conn *c)
+{
+    size_t i = c->heap_idx;
+    if (i == HEAP_NONE)
+        return;
+    c->heap_idx = HEAP_NONE;
+    l->heap_len--;
+    if (i == l->heap_len)
+        return;
+    l->heap[i] = l->heap[l->heap_len];
+    l->heap[i]->heap_idx = (uint32_t)i;
+    heap_up(l, i);
+    heap_down(l, l->heap[i]->heap_idx);
+}
+
+/* Places c in the heap at c->deadline_ms (insert or move). */
+static void heap_set(struct sio_loop *l, struct sio_conn *c)
+{
+    if (c->heap_idx == HEAP_NONE) {
+        if (l->heap_len == l->heap_cap) {
+            l->heap_cap = l->heap_cap ? l->heap_cap * 2 : 256;
+            l->heap = xrealloc(l->heap, l->heap_cap * sizeof(*l->heap));
+        }
+        c->heap_idx = (uint32_t)l->heap_len;
+        l->heap[l->heap_len++] = c;
+        heap_up(l, c->heap_idx);
+        return;
+    }
+    heap_up(l, c->heap_idx);
+    heap_down(l, c->heap_idx);
+}
+
+void sio__conn_timer_update(struct sio_conn *c)
+{
+    heap_set(c->loop, c);
+}
+
+static void timer_arm(struct sio_loop *l)
+{
+    int64_t next = INT64_MAX;
+    if (l->heap_len > 0)
+        next = l->heap[0]->deadline_ms;
+    if (l->grace_head != NULL && l->grace_head->deadline_ms < next)
+        next = l->grace_head->deadline_ms;
+    if (l->stopping && l->stop_deadline_ms < next)
+        next = l->stop_deadline_ms;
+    if (next == l->armed_ms)
+        return;
+    l->armed_ms = next;
+    struct itimerspec its = {0};
+    if (next != INT64_MAX) {
+        if (next < 1)
+            next = 1;
+        its.it_value.tv_sec = next / 1000;
+        its.it_value.tv_nsec = (next % 1000) * 1000000;
+    }
+    timerfd_settime(l->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+int64_t sio__mono_ms(void)
+{
+    return util_mono_ms();
+}
+
+/* ---- output --------------------------------------------------------------------------- */
+
+static void conn_epoll(struct sio_conn *c, bool want_out)
+{
+    bool have = (c->flags & SIO_CF_WANT_OUT) != 0;
+    if (have == want_out)
+        return;
+    struct epoll_event ev = {.events = (want_out ? EPOLLOUT : 0u) |
+                                       (c->state == SIO_ST_FLUSHING ? 0u : EPOLLIN | EPOLLRDHUP),
+                             .data.ptr = c};
+    if (epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) {
+        if (want_out)
+            c->flags |= SIO_CF_WANT_OUT;
+        else
+            c->flags &= (uint8_t)~SIO_CF_WANT_OUT;
+    }
+}
+
+static void conn_reap_now(struct sio_conn *c);
+
+/* Writes what is queued; returns -1 when the socket failed. */
+static int conn_flush(struct sio_conn *c)
+{
+    while (c->out_head != NULL) {
+        struct iovec iov[16];
+        int n = 0;
+        for (struct sio_outchunk *o = c->out_head; o != NULL && n < 16; o = o->next, n++) {
+            iov[n].iov_base = o->buf->data + o->off;
+            iov[n].iov_len = o->buf->len - o->off;
+        }
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        c->out_bytes -= (size_t)w;
+        while (w > 0) {
+            struct sio_outchunk *o = c->out_head;
+            size_t left = o->buf->len - o->off;
+            if ((size_t)w < left) {
+                o->off += (uint32_t)w;
+                break;
+            }
+            w -= (ssize_t)left;
+            c->out_head = o->next;
+            if (c->out_head == NULL)
+                c->out_tail = NULL;
+            sio_sbuf_release(o->buf);
+            free(o);
+        }
+    }
+    conn_epoll(c, c->out_head != NULL);
+    return 0;
+}
+
+static void out_append(struct sio_conn *c, struct sio_sbuf *b, size_t off)
+{
+    struct sio_outchunk *o = xmalloc(sizeof(*o));
+    o->next = NULL;
+    sio_sbuf_ref(b);
+    o->buf = b;
+    o->off = (uint32_t)off;
+    if (c->out_tail != NULL)
+        c->out_tail->next = o;
+    else
+        c->out_head = o;
+    c->out_tail = o;
+    c->out_bytes += b->len - off;
+}
+
+void sio__conn_send_sbuf(struct sio_conn *c, struct sio_sbuf *b)
+{
+    if (c->state == SIO_ST_DEAD)
+        return;
+    if (c->out_head == NULL) {
+        ssize_t w;
+        do {
+            w = send(c->fd, b->data, b->len, MSG_NOSIGNAL);
+        } while (w < 0 && errno == EINTR);
+        if (w == (ssize_t)b->len)
+            return;
+        if (w < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                sio__conn_close(c, "transport error", 0, 0);
+                return;
+            }
+            w = 0;
+        }
+        out_append(c, b, (size_t)w);
+        conn_epoll(c, true);
+    } else {
+        out_append(c, b, 0);
+    }
+    if ((int64_t)c->out_bytes > c->loop->e->cfg->max_payload_bytes &&
+        c->state != SIO_ST_FLUSHING) {
+        log_warnx("[SLOW] sid=%016llx fd=%d unsent=%zu: disconnecting a slow reader",
+                  (unsigned long long)c->sid, c->fd, c->out_bytes);
+        METRIC_INC(slow_reader_disconnects_total);
+        sio__conn_close(c, "slow reader", 0, 0);
+    }
+}
+
+void sio_conn_send_message(struct sio_conn *c, bool binary, const void *data, size_t len)
+{
+    struct sio_sbuf *b =
+        sio_sbuf_frame(binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, data, len);
+    sio__conn_send_sbuf(c, b);
+    sio_sbuf_release(b);
+}
+
+static void send_ws_close(struct sio_conn *c, uint16_t code)
+{
+    uint8_t p[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    struct sio_sbuf *b = sio_sbuf_frame(WSLAY_CONNECTION_CLOSE, p, 2);
+    sio__conn_send_sbuf(c, b);
+    sio_sbuf_release(b);
+}
+
+/* ---- aux ------------------------------------------------------------------------------ */
+
+struct sio_aux *sio__aux(struct sio_conn *c)
+{
+    if (c->aux == NULL)
+        c->aux = xcalloc(1, sizeof(*c->aux));
+    return c->aux;
+}
+
+void sio__aux_maybe_free(struct sio_conn *c)
+{
+    struct sio_aux *a = c->aux;
+    if (a == NULL || a->jwt || a->qtoken || a->session || a->pre || a->dec || a->rl_ts)
+        return;
+    free(a);
+    c->aux = NULL;
+}
+
+static void aux_free(struct sio_conn *c)
+{
+    struct sio_aux *a = c->aux;
+    if (a == NULL)
+        return;
+    free(a->jwt);
+    free(a->qtoken);
+    free(a->session);
+    free(a->pre);
+    if (a->dec != NULL) {
+        sio_decoder_reset(a->dec);
+        free(a->dec);
+    }
+    free(a->rl_ts);
+    free(a);
+    c->aux = NULL;
+}
+
+/* ---- rooms ---------------------------------------------------------------------------- */
+
+void sio__room_join(struct sio_loop *l, struct sio_conn *c, const char *cid)
+{
+    for (struct sio_member *m = c->rooms; m != NULL; m = m->cnext)
+        if (strcmp(m->room->cid, cid) == 0)
+            return;
+    struct sio_room *r;
+    HASH_FIND_STR(l->rooms, cid, r);
+    if (r == NULL) {
+        r = xcalloc(1, sizeof(*r));
+        snprintf(r->cid, sizeof(r->cid), "%s", cid);
+        HASH_ADD_STR(l->rooms, cid, r);
+    }
+    struct sio_member *m = xmalloc(sizeof(*m));
+    m->c = c;
+    m->room = r;
+    m->rprev = NULL;
+    m->rnext = r->head;
+    if (r->head != NULL)
+        r->head->rprev = m;
+    r->head = m;
+    m->cnext = c->rooms;
+    c->rooms = m;
+}
+
+static void member_unlink(struct sio_loop *l, struct sio_member *m)
+{
+    struct sio_room *r = m->room;
+    if (m->rprev != NULL)
+        m->rprev->rnext = m->rnext;
+    else
+        r->head = m->rnext;
+    if (m->rnext != NULL)
+        m->rnext->rprev = m->rprev;
+    if (r->head == NULL) {
+        HASH_DEL(l->rooms, r);
+        free(r);
+    }
+    free(m);
+}
+
+bool sio__room_leave(struct sio_loop *l, struct sio_conn *c, const char *cid)
+{
+    for (struct sio_member **pm = &c->rooms; *pm != NULL; pm = &(*pm)->cnext) {
+        struct sio_member *m = *pm;
+        if (strcmp(m->room->cid, cid) == 0) {
+            *pm = m->cnext;
+            member_unlink(l, m);
+            return true;
+        }
+    }
+    return false;
+}
+
+static void rooms_leave_all(struct sio_loop *l, struct sio_conn *c)
+{
+    while (c->rooms != NULL) {
+        struct sio_member *m = c->rooms;
+        c->rooms = m->cnext;
+        member_unlink(l, m);
+    }
+}
+
+/* ---- wslay ---------------------------------------------------------------------------- */
+
+static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                          void *ud)
+{
+    (void)flags;
+    struct sio_conn *c = ud;
+    if (c->state == SIO_ST_FLUSHING || c->state == SIO_ST_DEAD) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    struct sio_aux *a = c->aux;
+    if (a != NULL && a->pre != NULL) {
+        size_t n = a->pre_len - a->pre_off;
+        if (n > len)
+            n = len;
+        memcpy(buf, a->pre + a->pre_off, n);
+        a->pre_off += n;
+        if (a->pre_off == a->pre_len) {
+            free(a->pre);
+            a->pre = NULL;
+        }
+        c->ws->recv_bytes += n;
+        return (ssize_t)n;
+    }
+    ssize_t r;
+    do {
+        r = recv(c->fd, buf, len, 0);
+    } while (r < 0 && errno == EINTR);
+    if (r > 0) {
+        c->ws->recv_bytes += (uint64_t)r;
+        return r;
+    }
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    else
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+}
+
+/* wslay's own output (pong, close) joins our queue: accept it all, so wslay never keeps a
+ * partly sent frame and never interleaves with ours. */
+static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                          void *ud)
+{
+    (void)ctx;
+    (void)flags;
+    struct sio_conn *c = ud;
+    struct sio_sbuf *b = sio_sbuf_new(len);
+    memcpy(b->data, data, len);
+    sio__conn_send_sbuf(c, b);
+    sio_sbuf_release(b);
+    return (ssize_t)len;
+}
+
+static void ws_frame_start_cb(wslay_event_context_ptr ctx,
+                              const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
+{
+    (void)ctx;
+    struct sio_conn *c = ud;
+    uint64_t n = arg->payload_length;
+    /* Exact, since wslay refuses non-minimal lengths; client frames carry a 4-byte mask. */
+    c->ws->cur_frame_bytes = 2 + (n >= 65536 ? 8 : n >= 126 ? 2 : 0) + 4 + n;
+    c->ws->frame_open = true;
+    if ((arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME) && !arg->fin)
+        c->ws->frag_open = true;
+    else if (arg->opcode == WSLAY_CONTINUATION_FRAME && arg->fin)
+        c->ws->frag_open = false;
+}
+
+static void ws_frame_end_cb(wslay_event_context_ptr ctx, void *ud)
+{
+    (void)ctx;
+    struct sio_conn *c = ud;
+    c->ws->done_bytes += c->ws->cur_frame_bytes;
+    c->ws->cur_frame_bytes = 0;
+    c->ws->frame_open = false;
+}
+
+static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *ud)
+{
+    (void)ctx;
+    struct sio_conn *c = ud;
+    if (c->state == SIO_ST_FLUSHING || c->state == SIO_ST_DEAD)
+        return;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
+        sio__session_on_message(c, arg->msg, arg->msg_length,
+                                arg->opcode == WSLAY_BINARY_FRAME);
+}
+
+static const struct wslay_event_callbacks ws_callbacks = {
+    .recv_callback = ws_recv_cb,
+    .send_callback = ws_send_cb,
+    .on_frame_recv_start_callback = ws_frame_start_cb,
+    .on_frame_recv_end_callback = ws_frame_end_cb,
+    .on_msg_recv_callback = ws_msg_cb,
+};
+
+static void ws_free(struct sio_conn *c)
+{
+    if (c->ws == NULL)
+        return;
+    wslay_event_context_free(c->ws->ctx);
+    free(c->ws);
+    c->ws = NULL;
+    c->loop->freed_ctx++;
+}
+
+static int ws_create(struct sio_conn *c)
+{
+    struct sio_ws *w = xcalloc(1, sizeof(*w));
+    if (wslay_event_context_server_init(&w->ctx, &ws_callbacks, c) != 0) {
+        free(w);
+        return -1;
+    }
+    wslay_event_config_set_max_recv_msg_length(w->ctx,
+                                               (uint64_t)c->loop->e->cfg->max_payload_bytes);
+    c->ws = w;
+    return 0;
+}
+
+/* True when the context holds nothing that would be lost by freeing it (STACK-NOTES §9). */
+static bool ws_idle(const struct sio_conn *c)
+{
+    const struct sio_ws *w = c->ws;
+    return w->recv_bytes == w->done_bytes && !w->frame_open && !w->frag_open &&
+           wslay_event_get_queued_msg_count(w->ctx) == 0 && !wslay_event_want_write(w->ctx) &&
+           !wslay_event_get_close_received(w->ctx) && !wslay_event_get_close_sent(w->ctx) &&
+           (c->aux == NULL || c->aux->pre == NULL);
+}
+
+static void conn_on_readable(struct sio_conn *c)
+{
+    if (c->ws == NULL && ws_create(c) != 0) {
+        sio__conn_close(c, "out of memory", 0, 0);
+        return;
+    }
+    int r = wslay_event_recv(c->ws->ctx);
+    if (c->state == SIO_ST_FLUSHING || c->state == SIO_ST_DEAD)
+        return;
+    if (r != 0) {
+        sio__conn_close(c, "transport close", 0, 0);
+        return;
+    }
+    r = wslay_event_send(c->ws->ctx);
+    if (c->state == SIO_ST_FLUSHING || c->state == SIO_ST_DEAD)
+        return;
+    if (r != 0) {
+        sio__conn_close(c, "transport error", 0, 0);
+        return;
+    }
+    if (!wslay_event_want_read(c->ws->ctx) && !wslay_event_want_write(c->ws->ctx)) {
+        /* The close handshake is done: the peer closed, or wslay refused a frame (1002
+         * protocol error, 1007 invalid UTF-8, 1009 too big) and sent its close. */
+        const char *reason = "transport close";
+        char buf[48];
+        if (wslay_event_get_close_received(c->ws->ctx) &&
+            wslay_event_get_status_code_sent(c->ws->ctx) !=
+                wslay_event_get_status_code_received(c->ws->ctx)) {
+            snprintf(buf, sizeof(buf), "websocket close %u",
+                     (unsigned)wslay_event_get_status_code_sent(c->ws->ctx));
+            reason = buf;
+        } else if (!wslay_event_get_close_received(c->ws->ctx)) {
+            snprintf(buf, sizeof(buf), "websocket error %u",
+                     (unsigned)wslay_event_get_status_code_sent(c->ws->ctx));
+            reason = buf;
+        }
+        sio__conn_close(c, reason, SIO_CLOSE_FLUSH, 0);
+        return;
+    }
+    if (ws_idle(c))
+        ws_free(c);
+}
+
+/* ---- connection lifecycle ------------------------------------------------------------- */
+
+static void list_unlink(struct sio_conn **head, struct sio_conn *c)
+{
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        *head = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void list_push(struct sio_conn **head, struct sio_conn *c)
+{
+    c->prev = NULL;
+    c->next = *head;
+    if (*head != NULL)
+        (*head)->prev = c;
+    *head = c;
+}
+
+void sio__conn_close(struct sio_conn *c, const char *reason, int flags, uint16_t ws_code)
+{
+    if (c->state == SIO_ST_FLUSHING || c->state == SIO_ST_DEAD)
+        return;
+    struct sio_loop *l = c->loop;
+    sio__session_detach(c, reason, (flags & SIO_CLOSE_SKIP_GRACE) != 0);
+    rooms_leave_all(l, c);
+    if (ws_code != 0)
+        send_ws_close(c, ws_code);
+    if (c->state == SIO_ST_DEAD)
+        return; /* the close frame could not be written */
+    if ((flags & SIO_CLOSE_FLUSH) && c->out_head != NULL) {
+        c->state = SIO_ST_FLUSHING;
+        c->flags &= (uint8_t)~SIO_CF_WANT_OUT;
+        conn_epoll(c, true);
+        c->deadline_ms = sio__mono_ms() + 1000;
+        heap_set(l, c);
+        return;
+    }
+    c->state = SIO_ST_DEAD;
+    heap_remove(l, c);
+    list_unlink(&l->conns, c);
+    l->nconns--;
+    list_push(&l->reap, c);
+}
+
+/* Frees the socket and memory of a connection already detached. */
+static void conn_reap_now(struct sio_conn *c)
+{
+    struct sio_loop *l = c->loop;
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    if ((size_t)c->fd < l->e->fd_limit && l->by_fd[c->fd] == c)
+        l->by_fd[c->fd] = NULL;
+    close(c->fd);
+    ws_free(c);
+    aux_free(c);
+    while (c->out_head != NULL) {
+        struct sio_outchunk *o = c->out_head;
+        c->out_head = o->next;
+        sio_sbuf_release(o->buf);
+        free(o);
+    }
+    free(c);
+}
+
+static void flushing_done(struct sio_conn *c)
+{
+    struct sio_loop *l = c->loop;
+    c->state = SIO_ST_DEAD;
+    heap_remove(l, c);
+    list_unlink(&l->conns, c);
+    l->nconns--;
+    list_push(&l->reap, c);
+}
+
+static void reap_all(struct sio_loop *l)
+{
+    while (l->reap != NULL) {
+        struct sio_conn *c = l->reap;
+        l->reap = c->next;
+        conn_reap_now(c);
+    }
+}
+
+static void conn_new(struct sio_loop *l, struct sio_msg *m)
+{
+    int one = 1;
+    int fl = fcntl(m->fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(m->fd, F_SETFL, fl | O_NONBLOCK);
+    setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sio_conn *c = xcalloc(1, sizeof(*c));
+    c->fd = m->fd;
+    m->fd = -1;
+    c->loop = l;
+    c->heap_idx = HEAP_NONE;
+    c->serial = ((uint64_t)l->idx << 48) | ++l->next_serial;
+    util_random_bytes(&c->sid, sizeof(c->sid));
+    c->state = SIO_ST_AWAIT_CONNECT;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+        log_warn("epoll_ctl(ADD, %d)", c->fd);
+        close(c->fd);
+        free(c);
+        return;
+    }
+    list_push(&l->conns, c);
+    l->nconns++;
+    if ((size_t)c->fd < l->e->fd_limit)
+        l->by_fd[c->fd] = c;
+    if (m->jwt || m->qtoken || m->session) {
+        struct sio_aux *a = sio__aux(c);
+        a->jwt = m->jwt;
+        a->qtoken = m->qtoken;
+        a->session = m->session;
+        m->jwt = m->qtoken = m->session = NULL;
+    }
+    sio__session_open(c);
+    if (c->state != SIO_ST_AWAIT_CONNECT)
+        return;
+    if (m->extra_len > 0) {
+        struct sio_aux *a = sio__aux(c);
+        a->pre = m->extra;
+        a->pre_len = m->extra_len;
+        a->pre_off = 0;
+        m->extra = NULL;
+        /* epoll will not report bytes that were already read by libmicrohttpd */
+        conn_on_readable(c);
+    }
+}
+
+struct sio_conn *sio__conn_find(struct sio_loop *l, int fd, uint64_t serial)
+{
+    if (fd < 0 || (size_t)fd >= l->e->fd_limit)
+        return NULL;
+    struct sio_conn *c = l->by_fd[fd];
+    if (c == NULL || c->serial != serial || c->state == SIO_ST_DEAD)
+        return NULL;
+    return c;
+}
+
+/* ---- fan-out -------------------------------------------------------------------------- */
+
+static void fanout(struct sio_loop *l, struct sio_bcast *b)
+{
+    uint64_t stamp = ++l->stamp;
+    uint64_t delivered = 0;
+    for (size_t i = 0; i < b->nconv; i++) {
+        struct sio_room *r;
+        HASH_FIND_STR(l->rooms, b->convs[i], r);
+        if (r == NULL)
+            continue;
+        for (struct sio_member *m = r->head; m != NULL;) {
+            struct sio_member *next = m->rnext;
+            struct sio_conn *c = m->c;
+            if (c->stamp != stamp) {
+                c->stamp = stamp;
+                if (c->state == SIO_ST_CONNECTED && c->person != NULL &&
+                    memcmp(c->person->id, b->person_id, OID_HEX_LEN) != 0) {
+                    /* A slow reader may be closed here, which unlinks it from the room:
+                     * next was taken before. */
+                    sio__conn_send_sbuf(c, b->frame);
+                    delivered++;
+                }
+            }
+            m = next;
+        }
+    }
+    if (delivered > 0)
+        METRIC_ADD(status_deliveries_total, delivered);
+    sio__bcast_done(b);
+}
+
+/* ---- messages ------------------------------------------------------------------------- */
+
+static void on_kick(struct sio_loop *l, struct sio_msg *m)
+{
+    int closed = 0;
+    for (struct sio_conn *c = l->conns; c != NULL;) {
+        struct sio_conn *next = c->next;
+        if (c->state == SIO_ST_CONNECTED && c->serial != m->except_serial &&
+            strcmp(c->person->id, m->person_id) == 0) {
+            sio__session_goodbye(c);
+            sio__conn_close(c, m->announce ? "server disconnect" : "replaced by a new session",
+                            SIO_CLOSE_FLUSH | (m->skip_grace ? SIO_CLOSE_SKIP_GRACE : 0), 1000);
+            closed++;
+        }
+        c = next;
+    }
+    if (m->wait != NULL)
+        sio__kick_wait_done(m->wait, closed);
+}
+
+static void on_member_added(struct sio_loop *l, struct sio_msg *m)
+{
+    for (struct sio_conn *c = l->conns; c != NULL; c = c->next)
+        if (c->state == SIO_ST_CONNECTED && strcmp(c->person->id, m->person_id) == 0)
+            sio__room_join(l, c, m->cid);
+}
+
+static void on_shutdown(struct sio_loop *l)
+{
+    l->stopping = true;
+    l->stop_deadline_ms = sio__mono_ms() + 1000;
+    for (struct sio_conn *c = l->conns; c != NULL;) {
+        struct sio_conn *next = c->next;
+        if (c->state != SIO_ST_FLUSHING) {
+            if (c->state == SIO_ST_CONNECTED)
+                sio__session_goodbye(c);
+            sio__conn_close(c, "server shutdown", SIO_CLOSE_FLUSH | SIO_CLOSE_SKIP_GRACE, 1001);
+        }
+        c = next;
+    }
+}
+
+static void drain_queue(struct sio_loop *l)
+{
+    struct sio_msg *m = mpsc_take(&l->q);
+    while (m != NULL) {
+        struct sio_msg *next = m->next;
+        struct sio_conn *c;
+        switch (m->type) {
+        case SIO_MSG_NEW_CONN:
+            if (l->stopping) {
+                close(m->fd);
+                m->fd = -1;
+            } else {
+                conn_new(l, m);
+            }
+            break;
+        case SIO_MSG_AUTH_RESULT:
+            c = sio__conn_find(l, m->cfd, m->serial);
+            if (c != NULL && c->state == SIO_ST_AUTHING)
+                sio__session_auth_result(c, m);
+            break;
+        case SIO_MSG_JOIN_RESULT:
+            c = sio__conn_find(l, m->cfd, m->serial);
+            if (c != NULL && c->state == SIO_ST_CONNECTED)
+                sio__session_join_result(c, m);
+            break;
+        case SIO_MSG_BCAST:
+            fanout(l, m->bcast);
+            m->bcast = NULL;
+            break;
+        case SIO_MSG_KICK:
+            on_kick(l, m);
+            break;
+        case SIO_MSG_MEMBER_ADDED:
+            on_member_added(l, m);
+            break;
+        case SIO_MSG_SHUTDOWN:
+            on_shutdown(l);
+            break;
+        default:
+            break;
+        }
+        sio_msg_free(m);
+        m = next;
+    }
+}
+
+/* ---- the loop ------------------------------------------------------------------------- */
+
+static void run_timers(struct sio_loop *l)
+{
+    uint64_t v;
+    ssize_t r = read(l->tfd, &v, sizeof(v));
+    (void)r;
+    l->armed_ms = -1;
+    int64_t now = sio__mono_ms();
+    while (l->heap_len > 0 && l->heap[0]->deadline_ms <= now) {
+        struct sio_conn *c = l->heap[0];
+        if (c->state == SIO_ST_FLUSHING) {
+            flushing_done(c);
+            continue;
+        }
+        int64_t before = c->deadline_ms;
+        sio__session_on_timer(c, now);
+        /* The session re-arms (or closes, which removes it); never spin on one entry. */
+        if (c->state != SIO_ST_DEAD && c->heap_idx != HEAP_NONE && c->deadline_ms <= before) {
+            c->deadline_ms = now + 1000;
+            heap_set(l, c);
+        }
+    }
+    while (l->grace_head != NULL && l->grace_head->deadline_ms <= now) {
+        struct sio_grace *g = l->grace_head;
+        l->grace_head = g->next;
+        if (l->grace_head == NULL)
+            l->grace_tail = NULL;
+        sio__registry_grace_expired(l->e, g->id, g->gen);
+        free(g);
+    }
+}
+
+/* Called by the session when a person's last connection went inside its grace. */
+void sio__loop_grace_add(struct sio_loop *l, const char *id, uint32_t gen)
+{
+    struct sio_grace *g = xcalloc(1, sizeof(*g));
+    g->deadline_ms = sio__mono_ms() + l->e->cfg->disconnect_grace_ms;
+    g->gen = gen;
+    snprintf(g->id, sizeof(g->id), "%s", id);
+    if (l->grace_tail != NULL)
+        l->grace_tail->next = g;
+    else
+        l->grace_head = g;
+    l->grace_tail = g;
+}
+
+static void maybe_trim(struct sio_loop *l)
+{
+    /* glibc keeps freed context memory after a burst; give it back (STACK-NOTES §9). */
+    if (l->freed_ctx < 512)
+        return;
+    int64_t now = sio__mono_ms();
+    if (now - l->last_trim_ms < 1000)
+        return;
+    l->freed_ctx = 0;
+    l->last_trim_ms = now;
+    malloc_trim(0);
+}
+
+void *sio__loop_main(void *arg)
+{
+    struct sio_loop *l = arg;
+    prctl(PR_SET_TIMERSLACK, 1UL);
+    struct epoll_event evs[256];
+    for (;;) {
+        timer_arm(l);
+        int n = epoll_wait(l->epfd, evs, 256, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            log_warn("epoll_wait");
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            void *p = evs[i].data.ptr;
+            if (p == &l->q) {
+                drain_queue(l);
+                continue;
+            }
+            if (p == &l->tfd) {
+                run_timers(l);
+                continue;
+            }
+            struct sio_conn *c = p;
+            uint32_t ev = evs[i].events;
+            if (c->state == SIO_ST_DEAD)
+                continue;
+            if (ev & EPOLLOUT) {
+                if (conn_flush(c) != 0) {
+                    if (c->state == SIO_ST_FLUSHING)
+                        flushing_done(c);
+                    else
+                        sio__conn_close(c, "transport error", 0, 0);
+                    continue;
+                }
+                if (c->state == SIO_ST_FLUSHING && c->out_head == NULL) {
+                    flushing_done(c);
+                    continue;
+                }
+            }
+            if (c->state == SIO_ST_FLUSHING)
+                continue;
+            if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                conn_on_readable(c);
+        }
+        reap_all(l);
+        maybe_trim(l);
+        if (l->stopping) {
+            if (l->conns == NULL)
+                break;
+            if (sio__mono_ms() >= l->stop_deadline_ms) {
+                while (l->conns != NULL) {
+                    struct sio_conn *c = l->conns;
+                    if (c->state == SIO_ST_FLUSHING)
+                        flushing_done(c);
+                    else
+                        sio__conn_close(c, "server shutdown", SIO_CLOSE_SKIP_GRACE, 0);
+                }
+                reap_all(l);
+                break;
+            }
+        }
+    }
+    return NULL;
+}
+
+int sio__loop_init(struct sio_engine *e, struct sio_loop *l, int idx)
+{
+    memset(l, 0, sizeof(*l));
+    l->e = e;
+    l->idx = idx;
+    l->armed_ms = -1;
+    l->base_ms = sio__mono_ms();
+    l->by_fd = xcalloc(e->fd_limit, sizeof(*l->by_fd));
+    pthread_mutex_init(&l->q.mu, NULL);
+    l->q.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    l->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (l->q.efd < 0 || l->tfd < 0 || l->epfd < 0) {
+        log_warn("loop %d: eventfd/timerfd/epoll", idx);
+        return -1;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->q};
+    struct epoll_event tev = {.events = EPOLLIN, .data.ptr = &l->tfd};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->q.efd, &ev) != 0 ||
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->tfd, &tev) != 0) {
+        log_warn("loop %d: epoll_ctl", idx);
+        return -1;
+    }
+    return 0;
+}
+
+void sio__loop_destroy(struct sio_loop *l)
+{
+    /* Messages posted after the loop stopped (late broadcasts, results) are dropped. */
+    pthread_mutex_lock(&l->q.mu);
+    struct sio_msg *m = l->q.head;
+    l->q.head = l->q.tail = NULL;
+    pthread_mutex_unlock(&l->q.mu);
+    while (m != NULL) {
+        struct sio_msg *next = m->next;
+        if (m->type == SIO_MSG_BCAST && m->bcast != NULL)
+            sio__bcast_done(m->bcast);
+        if (m->type == SIO_MSG_KICK && m->wait != NULL)
+            sio__kick_wait_done(m->wait, 0);
+        if (m->type == SIO_MSG_NEW_CONN && m->fd >= 0)
+            close(m->fd);
+        sio_msg_free(m);
+        m = next;
+    }
+    while (l->conns != NULL) {
+        struct sio_conn *c = l->conns;
+        l->conns = c->next;
+        conn_reap_now(c);
+    }
+    reap_all(l);
+    struct sio_room *r, *tmp;
+    HASH_ITER(hh, l->rooms, r, tmp)
+    {
+        HASH_DEL(l->rooms, r);
+        free(r);
+    }
+    while (l->grace_head != NULL) {
+        struct sio_grace *g = l->grace_head;
+        l->grace_head = g->next;
+        free(g);
+    }
+    free(l->heap);
+    free(l->by_fd);
+    if (l->epfd >= 0)
+        close(l->epfd);
+    if (l->tfd >= 0)
+        close(l->tfd);
+    if (l->q.efd >= 0)
+        close(l->q.efd);
+    pthread_mutex_destroy(&l->q.mu);
+}

@@ -1,0 +1,378 @@
+/*
+ * sio_internal.h - what the files of the Socket.IO engine share: the engine, its loop
+ * threads, a connection, the presence registry, the shared broadcast buffers and the queues
+ * between threads. Nothing here is part of the contract with gateway/ (socketio.h is).
+ *
+ * Files:
+ *   engine.c    lifecycle, handshake workers, the public API of socketio.h
+ *   upgrade.c   the HTTP side: /socket.io/ request validation and the WebSocket upgrade
+ *   loop.c      epoll loop threads: sockets, wslay (only while needed), timers, output queues
+ *   session.c   Engine.IO 4 / Socket.IO 5 session logic of one connection (transport-agnostic:
+ *               it sees packets and sends messages through sio_conn_send_message)
+ *   registry.c  person -> live connections, rooms, user:status broadcasts and the fan-out
+ *               adapter
+ */
+#ifndef GW_SIO_INTERNAL_H
+#define GW_SIO_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uthash.h>
+#include <wslay/wslay.h>
+
+#include "common/config.h"
+#include "common/util.h"
+#include "middleware/auth.h"
+#include "middleware/throttle.h"
+#include "socketio/codec.h"
+#include "socketio/socketio.h"
+#include "store/store.h"
+
+#define SIO_REG_SHARDS 64
+#define SIO_MAX_ATTACHMENTS 10
+
+/* ---- shared buffers ------------------------------------------------------------------- */
+
+/* A reference-counted byte buffer: a complete WebSocket frame (or raw bytes wslay produced)
+ * that any number of connections may hold in their output queues (h2o_mem_alloc_shared). */
+struct sio_sbuf {
+    atomic_uint refs;
+    uint32_t len;
+    uint8_t data[];
+};
+
+struct sio_sbuf *sio_sbuf_new(size_t len);
+/* A server (unmasked) WebSocket frame of one message: opcode 1 (text), 2 (binary), 8 (close). */
+struct sio_sbuf *sio_sbuf_frame(uint8_t opcode, const void *payload, size_t len);
+/* The size of the frame header for a payload of len bytes (2, 4 or 10). */
+size_t sio__ws_header_len(size_t len);
+/* Writes the header of an unmasked final frame; returns its length. */
+size_t sio__ws_header_write(uint8_t *out, uint8_t opcode, size_t len);
+static inline void sio_sbuf_ref(struct sio_sbuf *b)
+{
+    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+}
+void sio_sbuf_release(struct sio_sbuf *b);
+
+/* Sec-WebSocket-Accept for a client key: base64(SHA1(key + GUID)), 28 chars + NUL. Returns 0
+ * or -1. */
+int sio__ws_accept(const char *key, char out[29]);
+
+/* ---- messages between threads --------------------------------------------------------- */
+
+enum sio_msg_type {
+    SIO_MSG_NEW_CONN,    /* MHD thread -> loop: an upgraded socket */
+    SIO_MSG_AUTH_RESULT, /* worker -> loop: the outcome of a CONNECT */
+    SIO_MSG_JOIN_RESULT, /* worker -> loop: the membership check of conversation:join */
+    SIO_MSG_BCAST,       /* any -> loop: a user:status to fan out */
+    SIO_MSG_KICK,        /* any -> loop: close the connections of a person */
+    SIO_MSG_MEMBER_ADDED,
+    SIO_MSG_SHUTDOWN,
+    SIO_JOB_AUTH, /* loop -> worker */
+    SIO_JOB_JOIN,
+};
+
+struct sio_bcast;
+struct sio_kick_wait;
+
+struct sio_msg {
+    struct sio_msg *next;
+    enum sio_msg_type type;
+    struct sio_loop *loop; /* jobs: where the result goes */
+    int fd;      /* NEW_CONN: the socket (closed if the message is dropped) */
+    int cfd;     /* results: the connection's fd, to find it */
+    uint64_t serial;
+    /* NEW_CONN */
+    uint8_t *extra;
+    size_t extra_len;
+    /* credentials: NEW_CONN (from the request), JOB_AUTH (the chosen one) */
+    char *jwt;
+    char *session;
+    char *qtoken;
+    /* AUTH_RESULT / JOIN_RESULT */
+    int rc;
+    struct store_person person;
+    struct store_id_list convs;
+    /* JOIN */
+    char cid[OID_HEX_LEN + 1];
+    char person_id[OID_HEX_LEN + 1];
+    bool is_anonymous;
+    int64_t ack_id;
+    bool ok;
+    /* BCAST */
+    struct sio_bcast *bcast;
+    /* KICK */
+    uint64_t except_serial; /* 0: none */
+    bool announce;          /* send 41 + close 1000 first */
+    bool skip_grace;
+    struct sio_kick_wait *wait;
+};
+
+struct sio_mpsc {
+    pthread_mutex_t mu;
+    struct sio_msg *head, *tail;
+    int efd; /* eventfd, written only on empty -> non-empty */
+};
+
+void sio_msg_free(struct sio_msg *m);
+
+/* disconnect_user waits for every loop to act (bounded). */
+struct sio_kick_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int pending; /* loops yet to answer */
+    int closed;
+    int refs; /* the waiter and each loop message */
+};
+void sio__kick_wait_done(struct sio_kick_wait *w, int closed);
+
+/* ---- broadcasts ----------------------------------------------------------------------- */
+
+struct sio_bcast {
+    atomic_int pending_loops; /* the last loop to finish records the latency and frees */
+    int64_t t0_ns;            /* when the change happened (monotonic) */
+    char person_id[OID_HEX_LEN + 1];
+    size_t nconv;
+    char (*convs)[OID_HEX_LEN + 1];
+    struct sio_sbuf *frame;
+};
+
+/* The fan-out adapter (Socket.IO's own adapters: in-memory today, Redis later). publish
+ * takes ownership of b. */
+struct sio_adapter {
+    void (*publish)(void *cls, struct sio_bcast *b);
+    void (*close)(void *cls);
+    void *cls;
+};
+
+/* ---- connections ---------------------------------------------------------------------- */
+
+enum sio_conn_state {
+    SIO_ST_AWAIT_CONNECT, /* Engine.IO open sent, Socket.IO CONNECT awaited */
+    SIO_ST_AUTHING,       /* CONNECT received, the worker verifies */
+    SIO_ST_CONNECTED,
+    SIO_ST_FLUSHING, /* detached; writes out what is queued, then goes */
+    SIO_ST_DEAD,     /* on the reap list */
+};
+
+#define SIO_CF_AWAIT_PONG 0x01u
+#define SIO_CF_IN_LIST 0x02u
+#define SIO_CF_WANT_OUT 0x04u /* EPOLLOUT registered */
+
+/* WebSocket receive state, allocated with the wslay context and freed with it (STACK-NOTES
+ * §9): an idle connection holds neither. */
+struct sio_ws {
+    wslay_event_context_ptr ctx;
+    uint64_t recv_bytes; /* handed to wslay by the recv callback */
+    uint64_t done_bytes; /* bytes of frames completely parsed */
+    uint64_t cur_frame_bytes;
+    bool frame_open;
+    bool frag_open;
+};
+
+/* What a connection holds only for a while: the credentials of the upgrade request until
+ * CONNECT, bytes that came with the upgrade, a binary packet awaiting attachments, and the
+ * timestamps of the rate limit window. */
+struct sio_aux {
+    char *jwt;     /* Authorization: Bearer of the upgrade request */
+    char *qtoken;  /* ?token= */
+    char *session; /* X-Session-Token */
+    uint8_t *pre;
+    size_t pre_len, pre_off;
+    struct sio_decoder *dec;
+    uint32_t *rl_ts; /* ring of max_events_per_sec timestamps (ms since loop base) */
+    uint32_t rl_head, rl_n;
+};
+
+struct sio_person;
+struct sio_member;
+struct sio_outchunk;
+
+struct sio_conn {
+    int fd;
+    uint8_t state;
+    uint8_t flags;
+    uint32_t heap_idx; /* UINT32_MAX: not in the timer heap */
+    int64_t deadline_ms;
+    int64_t ping_sent_ms;
+    int64_t connect_deadline_ms;
+    uint64_t serial; /* matches asynchronous results to this connection */
+    uint64_t sid;
+    uint64_t stamp; /* last broadcast delivered (dedupe) */
+    struct sio_loop *loop;
+    struct sio_ws *ws;
+    struct sio_aux *aux;
+    struct sio_outchunk *out_head, *out_tail;
+    size_t out_bytes;
+    struct sio_person *person; /* registry entry while connected */
+    struct sio_member *rooms;
+    struct sio_conn *prev, *next; /* the loop's list, or the reap list */
+};
+
+/* ---- rooms (per loop) ----------------------------------------------------------------- */
+
+struct sio_room {
+    char cid[OID_HEX_LEN + 1];
+    struct sio_member *head;
+    UT_hash_handle hh;
+};
+
+struct sio_member {
+    struct sio_conn *c;
+    struct sio_room *room;
+    struct sio_member *rprev, *rnext; /* in the room */
+    struct sio_member *cnext;         /* in the connection */
+};
+
+/* ---- loops ---------------------------------------------------------------------------- */
+
+struct sio_grace {
+    struct sio_grace *next;
+    int64_t deadline_ms;
+    uint32_t gen;
+    char id[OID_HEX_LEN + 1];
+};
+
+struct sio_loop {
+    struct sio_engine *e;
+    int idx;
+    pthread_t thread;
+    bool started;
+    int epfd;
+    int tfd;
+    struct sio_mpsc q;
+    struct sio_conn *conns;
+    size_t nconns;
+    struct sio_conn *reap;
+    struct sio_conn **heap;
+    size_t heap_len, heap_cap;
+    int64_t armed_ms;
+    struct sio_room *rooms;
+    struct sio_grace *grace_head, *grace_tail;
+    uint64_t stamp;
+    uint64_t next_serial;
+    int64_t base_ms;
+    struct sio_decoder scratch;
+    bool stopping;
+    int64_t stop_deadline_ms;
+    struct sio_conn **by_fd; /* fd -> this loop's connection (results find theirs) */
+    unsigned freed_ctx; /* wslay contexts freed since the last malloc_trim */
+    int64_t last_trim_ms;
+};
+
+/* ---- registry ------------------------------------------------------------------------- */
+
+/* One person with live connections on this node (or inside its disconnect grace). */
+struct sio_person {
+    char id[OID_HEX_LEN + 1];
+    bool is_anonymous;
+    bool in_grace;
+    int conns;
+    uint32_t gen;
+    char *username;
+    int64_t last_active_ms;
+    int64_t last_seen_ms;
+    struct store_id_list convs;
+    UT_hash_handle hh;
+};
+
+struct sio_reg_shard {
+    pthread_mutex_t mu;
+    struct sio_person *map;
+};
+
+/* ---- engine --------------------------------------------------------------------------- */
+
+struct sio_engine {
+    const struct gw_config *cfg;
+    struct store *store;
+    struct auth_ctx *auth;
+    struct throttle *throttle;
+    int nloops;
+    struct sio_loop *loops;
+    atomic_uint rr;
+    atomic_bool running; /* loops accept messages */
+    /* handshake workers */
+    int nworkers;
+    pthread_t *workers;
+    pthread_mutex_t wmu;
+    pthread_cond_t wcond;
+    struct sio_msg *whead, *wtail;
+    bool wstop;
+    /* registry */
+    struct sio_reg_shard shards[SIO_REG_SHARDS];
+    struct sio_adapter adapter;
+    size_t fd_limit; /* RLIMIT_NOFILE at start: the size of each loop's by_fd */
+};
+
+/* registry.c */
+void sio__registry_init(struct sio_engine *e);
+void sio__registry_destroy(struct sio_engine *e);
+/* A connection finished its CONNECT: counts it for the person and runs the connect flow when
+ * it is the first. Returns the entry (valid while the connection counts) and *conns_out. */
+struct sio_person *sio__registry_attach(struct sio_engine *e, const struct store_person *p,
+                                        const struct store_id_list *convs, int64_t now_ms,
+                                        int *conns_out);
+/* A connection went. Returns the grace generation to arm a timer with, or 0 when no timer is
+ * needed. *conns_out receives the remaining count. */
+uint32_t sio__registry_detach(struct sio_engine *e, struct sio_person *p, bool skip_grace,
+                              int64_t now_ms, int *conns_out);
+void sio__registry_grace_expired(struct sio_engine *e, const char *id, uint32_t gen);
+int sio__registry_live(struct sio_engine *e, const char *id);
+void sio__registry_member_added(struct sio_engine *e, const char *cid, const char *uid);
+void sio__registry_activity(struct sio_engine *e, struct sio_person *p, int64_t now_ms);
+/* Persons in their grace when the engine stops: offline now. */
+void sio__registry_flush_grace(struct sio_engine *e);
+/* Builds and publishes a user:status broadcast. */
+void sio__broadcast(struct sio_engine *e, const char *id, const char *username, bool is_anonymous,
+                    bool is_online, int64_t last_active_ms, int64_t last_seen_ms,
+                    const char (*convs)[OID_HEX_LEN + 1], size_t nconv, int64_t t0_ns);
+/* The user:status event as the text of one WebSocket message ("42[...]"). */
+char *sio__status_packet(const struct sio_engine *e, const char *id, const char *username,
+                         bool is_anonymous, bool is_online, int64_t last_active_ms,
+                         int64_t last_seen_ms, int64_t now_ms, size_t *len);
+struct sio_adapter sio__adapter_local(struct sio_engine *e);
+void sio__bcast_done(struct sio_bcast *b);
+
+/* loop.c */
+int sio__loop_init(struct sio_engine *e, struct sio_loop *l, int idx);
+void sio__loop_destroy(struct sio_loop *l);
+void *sio__loop_main(void *arg);
+void sio__mpsc_push(struct sio_mpsc *q, struct sio_msg *m);
+/* Output: queue a complete frame to a connection (ref taken). */
+void sio__conn_send_sbuf(struct sio_conn *c, struct sio_sbuf *b);
+/* Sends one Engine.IO message on the connection's transport (a WebSocket message). */
+void sio_conn_send_message(struct sio_conn *c, bool binary, const void *data, size_t len);
+#define SIO_CLOSE_FLUSH 0x01
+#define SIO_CLOSE_SKIP_GRACE 0x02
+/* Logical disconnect now (registry, rooms, logs); the socket goes after its queue is
+ * written (FLUSH) or at the end of the loop iteration. ws_code != 0 queues a close frame. */
+void sio__conn_close(struct sio_conn *c, const char *reason, int flags, uint16_t ws_code);
+void sio__conn_timer_update(struct sio_conn *c);
+void sio__loop_grace_add(struct sio_loop *l, const char *id, uint32_t gen);
+/* The live connection an asynchronous result is for, or NULL. */
+struct sio_conn *sio__conn_find(struct sio_loop *l, int fd, uint64_t serial);
+void sio__room_join(struct sio_loop *l, struct sio_conn *c, const char *cid);
+bool sio__room_leave(struct sio_loop *l, struct sio_conn *c, const char *cid);
+struct sio_aux *sio__aux(struct sio_conn *c);
+void sio__aux_maybe_free(struct sio_conn *c);
+
+/* session.c */
+void sio__session_open(struct sio_conn *c);
+void sio__session_on_message(struct sio_conn *c, const uint8_t *msg, size_t len, bool binary);
+void sio__session_on_timer(struct sio_conn *c, int64_t now_ms);
+void sio__session_auth_result(struct sio_conn *c, struct sio_msg *m);
+void sio__session_join_result(struct sio_conn *c, struct sio_msg *m);
+void sio__session_detach(struct sio_conn *c, const char *reason, bool skip_grace);
+void sio__session_goodbye(struct sio_conn *c);
+void sio__sid_string(uint64_t sid, char out[21]);
+
+/* engine.c */
+void sio__worker_push(struct sio_engine *e, struct sio_msg *m);
+int64_t sio__mono_ms(void);
+
+#endif

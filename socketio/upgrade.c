@@ -1,0 +1,193 @@
+/*
+ * upgrade.c - the HTTP side of the engine: a GET /socket.io/?EIO=4&transport=websocket
+ * request is validated on a libmicrohttpd thread, answered 101, and its socket is taken out
+ * of libmicrohttpd and handed to a loop thread (STACK-NOTES §2, §9).
+ *
+ * In the upgrade callback: dup the socket (F_DUPFD_CLOEXEC), copy extra_in (it lives in
+ * libmicrohttpd's connection pool), MHD_upgrade_action(CLOSE) so libmicrohttpd frees its pool
+ * and forgets the connection (it no longer counts against its connection limit), and post the
+ * fd to a loop, round-robin. The gateway owns and closes the dup'ed fd from then on.
+ *
+ * What the session needs from the request (Authorization: Bearer, X-Session-Token, the token
+ * query parameter) is copied before the upgrade: MHD's strings die with the request.
+ *
+ * Errors follow the reference server: {"code":0,"message":"Transport unknown"},
+ * {"code":1,"message":"Session ID unknown"}, {"code":2,"message":"Bad handshake method"},
+ * {"code":3,"message":"Bad request"}, {"code":5,"message":"Unsupported protocol version"},
+ * all 400. Long-polling is not served yet (Transport unknown).
+ */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/xmalloc.h"
+#include "socketio/sio_internal.h"
+
+/* The per-request state (*con_cls), freed by sio_engine_http_request_done. */
+struct sio_req {
+    struct sio_engine *e;
+    char *jwt;
+    char *session;
+    char *qtoken;
+};
+
+static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned status, const char *body)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    enum MHD_Result ret = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result reply_error(struct MHD_Connection *conn, int code, const char *message)
+{
+    char body[128];
+    snprintf(body, sizeof(body), "{\"code\":%d,\"message\":\"%s\"}", code, message);
+    return reply_json(conn, MHD_HTTP_BAD_REQUEST, body);
+}
+
+/* True when the comma-separated header value holds token (case-insensitive). */
+static bool header_has_token(const char *value, const char *token)
+{
+    if (value == NULL)
+        return false;
+    size_t tl = strlen(token);
+    const char *p = value;
+    while (*p != '\0') {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p != '\0' && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if ((size_t)(end - start) == tl && strncasecmp(start, token, tl) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void upgrade_cb(void *cls, struct MHD_Connection *connection, void *con_cls,
+                       const char *extra_in, size_t extra_in_size, MHD_socket sock,
+                       struct MHD_UpgradeResponseHandle *urh)
+{
+    (void)connection;
+    (void)con_cls;
+    struct sio_req *rq = cls;
+    struct sio_engine *e = rq->e;
+    int fd = fcntl(sock, F_DUPFD_CLOEXEC, 0);
+    uint8_t *extra = NULL;
+    if (fd >= 0 && extra_in_size > 0) {
+        extra = xmalloc(extra_in_size);
+        memcpy(extra, extra_in, extra_in_size);
+    }
+    /* libmicrohttpd closes its own fd and frees the pool; ours stays open. Never touch urh or
+     * extra_in again. */
+    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+    if (fd < 0) {
+        log_warn("socketio: dup of an upgraded socket");
+        return;
+    }
+    if (!atomic_load(&e->running)) {
+        free(extra);
+        close(fd);
+        return;
+    }
+    struct sio_msg *m = xcalloc(1, sizeof(*m));
+    m->type = SIO_MSG_NEW_CONN;
+    m->fd = fd;
+    m->extra = extra;
+    m->extra_len = extra ? extra_in_size : 0;
+    m->jwt = rq->jwt;
+    m->session = rq->session;
+    m->qtoken = rq->qtoken;
+    rq->jwt = rq->session = rq->qtoken = NULL;
+    unsigned i = atomic_fetch_add_explicit(&e->rr, 1, memory_order_relaxed) % (unsigned)e->nloops;
+    sio__mpsc_push(&e->loops[i].q, m);
+}
+
+enum MHD_Result sio_engine_http_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                        const char *method, const char *upload_data,
+                                        size_t *upload_data_size, void **con_cls)
+{
+    (void)url;
+    (void)upload_data;
+    struct sio_engine *e = cls;
+    if (*con_cls == NULL) {
+        /* First call: headers only. Answering now would cost keep-alive (STACK-NOTES §3). */
+        struct sio_req *rq = xcalloc(1, sizeof(*rq));
+        rq->e = e;
+        *con_cls = rq;
+        return MHD_YES;
+    }
+    struct sio_req *rq = *con_cls;
+    if (*upload_data_size > 0) {
+        *upload_data_size = 0; /* a body on a handshake is ignored */
+        return MHD_YES;
+    }
+    const char *eio = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "EIO");
+    const char *transport = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "transport");
+    const char *sid = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "sid");
+    if (eio == NULL || strcmp(eio, "4") != 0)
+        return reply_error(conn, 5, "Unsupported protocol version");
+    if (transport == NULL || strcmp(transport, "websocket") != 0)
+        return reply_error(conn, 0, "Transport unknown");
+    if (sid != NULL)
+        return reply_error(conn, 1, "Session ID unknown");
+    if (strcmp(method, "GET") != 0)
+        return reply_error(conn, 2, "Bad handshake method");
+    const char *upgrade = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
+    const char *connection = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection");
+    const char *version =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Version");
+    const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+    char accept[29];
+    if (!header_has_token(upgrade, "websocket") || !header_has_token(connection, "upgrade") ||
+        version == NULL || strcmp(version, "13") != 0 || key == NULL || strlen(key) != 24 ||
+        sio__ws_accept(key, accept) != 0)
+        return reply_error(conn, 3, "Bad request");
+    if (!atomic_load(&e->running))
+        return reply_error(conn, 3, "Bad request");
+
+    const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    const char *bearer = authz ? auth_bearer_from_header(authz) : NULL;
+    const char *session = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Session-Token");
+    const char *qtoken = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "token");
+    free(rq->jwt);
+    free(rq->session);
+    free(rq->qtoken);
+    rq->jwt = (bearer && *bearer) ? xstrdup(bearer) : NULL;
+    rq->session = (session && *session) ? xstrdup(session) : NULL;
+    rq->qtoken = (qtoken && *qtoken) ? xstrdup(qtoken) : NULL;
+
+    struct MHD_Response *r = MHD_create_response_for_upgrade(upgrade_cb, rq);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_UPGRADE, "websocket");
+    MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+void sio_engine_http_request_done(void *cls, void *con_cls)
+{
+    (void)cls;
+    struct sio_req *rq = con_cls;
+    if (rq == NULL)
+        return;
+    if (rq->jwt)
+        explicit_bzero(rq->jwt, strlen(rq->jwt));
+    free(rq->jwt);
+    free(rq->session);
+    free(rq->qtoken);
+    free(rq);
+}
