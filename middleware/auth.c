@@ -52,7 +52,7 @@ struct auth_cache_entry {
     UT_hash_handle hh;
     struct auth_cache_entry *prev, *next; /* least recently used first */
     struct auth_claims claims;
-    int64_t nbf; /* INT64_MIN when absent */
+    int64_t nbf;  /* INT64_MIN when absent */
     char token[]; /* the key */
 };
 
@@ -117,8 +117,8 @@ struct store *auth__store(const struct auth_ctx *a)
 
 static bool is_b64url(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
 }
 
 /* True when token is three non-empty base64url segments separated by two dots. */
@@ -167,7 +167,8 @@ static int claims_check(json_t *grants, int64_t now_s, struct auth_claims *out, 
 
     bool has_exp, has_nbf;
     int64_t exp = 0, nbf = 0;
-    if (claim_int(grants, "exp", &has_exp, &exp) < 0 || claim_int(grants, "nbf", &has_nbf, &nbf) < 0)
+    if (claim_int(grants, "exp", &has_exp, &exp) < 0 ||
+        claim_int(grants, "nbf", &has_nbf, &nbf) < 0)
         return AUTH_ERR_INVALID_TOKEN;
     if (has_exp && exp <= now_s)
         return AUTH_ERR_INVALID_TOKEN;
@@ -181,7 +182,8 @@ static int claims_check(json_t *grants, int64_t now_s, struct auth_claims *out, 
     if (!json_is_string(id))
         return AUTH_ERR_INVALID_TOKEN;
     size_t id_len = json_string_length(id);
-    if (id_len == 0 || id_len >= sizeof(out->person_id) || memchr(json_string_value(id), '\0', id_len))
+    if (id_len == 0 || id_len >= sizeof(out->person_id) ||
+        memchr(json_string_value(id), '\0', id_len))
         return AUTH_ERR_INVALID_TOKEN;
 
     struct auth_claims c;
@@ -329,8 +331,8 @@ int auth_verify_jwt(const struct auth_ctx *a, const char *token, int64_t now_s,
     return 0;
 }
 
-char *auth_mint_jwt(const char *secret, size_t secret_len, const char *person_id,
-                    const char *role, int64_t ttl_s, int64_t now_s)
+char *auth_mint_jwt(const char *secret, size_t secret_len, const char *person_id, const char *role,
+                    int64_t ttl_s, int64_t now_s)
 {
     if (secret == NULL || secret_len == 0 || secret_len > INT_MAX || person_id == NULL ||
         person_id[0] == '\0' || ttl_s < 0)

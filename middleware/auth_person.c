@@ -45,8 +45,7 @@ static bool session_token_ok(const char *t)
     return true;
 }
 
-static int by_session(struct store *s, const char *token, bool require_admin,
-                      struct auth_result *r)
+static int by_session(struct store *s, const char *token, bool require_admin, struct auth_result *r)
 {
     if (!session_token_ok(token))
         return AUTH_ERR_UNKNOWN_PERSON;
@@ -69,9 +68,8 @@ static int by_jwt(const struct auth_ctx *a, struct store *s, const char *jwt, bo
         return rc;
 
     /* Ids are ObjectIds in both backends: anything else cannot be stored, skip the lookup. */
-    rc = util_oid_valid(r->claims.person_id)
-             ? store_person_get(s, r->claims.person_id, &r->person)
-             : STORE_ERR_NOT_FOUND;
+    rc = util_oid_valid(r->claims.person_id) ? store_person_get(s, r->claims.person_id, &r->person)
+                                             : STORE_ERR_NOT_FOUND;
     if (rc == STORE_ERR_NOT_FOUND || rc == STORE_ERR_INVALID) {
         if (require_admin && r->claims.is_admin) {
             r->is_admin = true; /* a service token of an operator */

@@ -277,9 +277,10 @@ static void test_stats(void **state)
     atomic_store(&gw_metrics.status_broadcasts_total, 123);
 
     json_t *s = maint_stats_json(m);
-    const char *keys[] = {"maintenanceActive", "intervalMs", "offlineThresholdMs", "lastRunAt",
-                          "lastRunDurationMs", "zombiesCleanedLastRun", "zombiesCleanedTotal",
-                          "onlineUsers", "onlineAnonymous", "liveConnections", "broadcastsTotal"};
+    const char *keys[] = {"maintenanceActive",   "intervalMs",        "offlineThresholdMs",
+                          "lastRunAt",           "lastRunDurationMs", "zombiesCleanedLastRun",
+                          "zombiesCleanedTotal", "onlineUsers",       "onlineAnonymous",
+                          "liveConnections",     "broadcastsTotal"};
     assert_int_equal(json_object_size(s), 11);
     for (size_t i = 0; i < 11; i++)
         assert_non_null(json_object_get(s, keys[i]));
@@ -314,7 +315,8 @@ static void test_stats(void **state)
     assert_int_equal(json_integer_value(json_object_get(s, "zombiesCleanedTotal")), 4);
     assert_true(json_integer_value(json_object_get(s, "lastRunDurationMs")) >= 0);
     int64_t at = 0;
-    assert_int_equal(util_parse_iso_time(json_string_value(json_object_get(s, "lastRunAt")), &at), 0);
+    assert_int_equal(util_parse_iso_time(json_string_value(json_object_get(s, "lastRunAt")), &at),
+                     0);
     assert_true(at >= now - 1000 && at <= util_now_ms());
     json_decref(s);
     maint_stop(m);

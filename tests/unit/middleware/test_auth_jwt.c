@@ -90,9 +90,10 @@ static void expect_invalid(const char *header, const char *payload, const EVP_MD
 static void test_valid(void **state)
 {
     (void)state;
-    char *t = mint(HS256_HDR,
-                   "{\"userId\":\"" UID "\",\"role\":\"USER\",\"iat\":1799999000,\"exp\":1800003600}",
-                   EVP_sha256(), SECRET);
+    char *t =
+        mint(HS256_HDR,
+             "{\"userId\":\"" UID "\",\"role\":\"USER\",\"iat\":1799999000,\"exp\":1800003600}",
+             EVP_sha256(), SECRET);
     struct auth_claims c;
     assert_int_equal(verify(t, &c), 0);
     assert_string_equal(c.person_id, UID);
@@ -179,8 +180,10 @@ static void test_wrong_key(void **state)
 static void test_tampered_payload(void **state)
 {
     (void)state;
-    char *good = mint(HS256_HDR, "{\"userId\":\"" UID "\",\"role\":\"USER\"}", EVP_sha256(), SECRET);
-    char *evil = mint(HS256_HDR, "{\"userId\":\"" UID "\",\"role\":\"ADMIN\"}", EVP_sha256(), SECRET);
+    char *good =
+        mint(HS256_HDR, "{\"userId\":\"" UID "\",\"role\":\"USER\"}", EVP_sha256(), SECRET);
+    char *evil =
+        mint(HS256_HDR, "{\"userId\":\"" UID "\",\"role\":\"ADMIN\"}", EVP_sha256(), SECRET);
     /* evil's header and payload with good's signature */
     char *sig = strrchr(good, '.');
     char *esig = strrchr(evil, '.');
@@ -259,8 +262,8 @@ static void test_sub_fallback(void **state)
     assert_string_equal(c.person_id, UID);
     free(t);
     /* userId wins over sub */
-    t = mint(HS256_HDR, "{\"sub\":\"aaaaaaaaaaaaaaaaaaaaaaaa\",\"userId\":\"" UID "\"}", EVP_sha256(),
-             SECRET);
+    t = mint(HS256_HDR, "{\"sub\":\"aaaaaaaaaaaaaaaaaaaaaaaa\",\"userId\":\"" UID "\"}",
+             EVP_sha256(), SECRET);
     assert_int_equal(verify(t, &c), 0);
     assert_string_equal(c.person_id, UID);
     free(t);
@@ -275,8 +278,10 @@ static void test_string_exp(void **state)
 {
     (void)state;
     /* far in the future, but a string: invalid */
-    expect_invalid(HS256_HDR, "{\"userId\":\"" UID "\",\"exp\":\"9999999999\"}", EVP_sha256(), SECRET);
-    expect_invalid(HS256_HDR, "{\"userId\":\"" UID "\",\"exp\":9999999999.5}", EVP_sha256(), SECRET);
+    expect_invalid(HS256_HDR, "{\"userId\":\"" UID "\",\"exp\":\"9999999999\"}", EVP_sha256(),
+                   SECRET);
+    expect_invalid(HS256_HDR, "{\"userId\":\"" UID "\",\"exp\":9999999999.5}", EVP_sha256(),
+                   SECRET);
     expect_invalid(HS256_HDR, "{\"userId\":\"" UID "\",\"exp\":true}", EVP_sha256(), SECRET);
 }
 
@@ -361,9 +366,10 @@ static void test_cache(void **state)
 {
     (void)state;
     struct auth_ctx *a = auth_new(SECRET, strlen(SECRET), NULL);
-    char *t = mint(HS256_HDR,
-                   "{\"userId\":\"" UID "\",\"role\":\"ADMIN\",\"nbf\":1800000000,\"exp\":1800000100}",
-                   EVP_sha256(), SECRET);
+    char *t =
+        mint(HS256_HDR,
+             "{\"userId\":\"" UID "\",\"role\":\"ADMIN\",\"nbf\":1800000000,\"exp\":1800000100}",
+             EVP_sha256(), SECRET);
     struct auth_claims c1, c2;
     assert_int_equal(auth_verify_jwt(a, t, NOW, &c1), 0);
     assert_int_equal(auth_verify_jwt(a, t, NOW + 99, &c2), 0);
@@ -464,24 +470,15 @@ static void test_cache_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid),
-        cmocka_unit_test(test_valid_no_exp_and_admin_roles),
-        cmocka_unit_test(test_expired),
-        cmocka_unit_test(test_not_yet_valid),
-        cmocka_unit_test(test_alg_none),
-        cmocka_unit_test(test_other_algs),
-        cmocka_unit_test(test_wrong_key),
-        cmocka_unit_test(test_tampered_payload),
-        cmocka_unit_test(test_garbage),
-        cmocka_unit_test(test_missing_id),
-        cmocka_unit_test(test_sub_fallback),
-        cmocka_unit_test(test_string_exp),
-        cmocka_unit_test(test_extra_dots),
-        cmocka_unit_test(test_empty_secret_refused),
-        cmocka_unit_test(test_mint_round_trip),
-        cmocka_unit_test(test_bearer_header),
-        cmocka_unit_test(test_cache),
-        cmocka_unit_test(test_cache_many),
+        cmocka_unit_test(test_valid),           cmocka_unit_test(test_valid_no_exp_and_admin_roles),
+        cmocka_unit_test(test_expired),         cmocka_unit_test(test_not_yet_valid),
+        cmocka_unit_test(test_alg_none),        cmocka_unit_test(test_other_algs),
+        cmocka_unit_test(test_wrong_key),       cmocka_unit_test(test_tampered_payload),
+        cmocka_unit_test(test_garbage),         cmocka_unit_test(test_missing_id),
+        cmocka_unit_test(test_sub_fallback),    cmocka_unit_test(test_string_exp),
+        cmocka_unit_test(test_extra_dots),      cmocka_unit_test(test_empty_secret_refused),
+        cmocka_unit_test(test_mint_round_trip), cmocka_unit_test(test_bearer_header),
+        cmocka_unit_test(test_cache),           cmocka_unit_test(test_cache_many),
         cmocka_unit_test(test_cache_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
