@@ -1,0 +1,535 @@
+'use strict';
+// Socket.IO engine of presence-gateway (SPEC §1, §2 flows 1–2, §3 "Socket.IO", §4): the
+// official socket.io-client (transports: ['websocket']) and raw WebSocket clients (ws) against
+// the real binary on a free loopback port.
+//
+// "Nothing arrives" is never checked by sleeping: a loop thread handles its broadcasts in the
+// order they were published, so after the event under test we publish a later one (a fresh
+// "barrier" user comes online in a conversation it shares with the watchers) and wait until
+// every watcher has it. Whatever had to arrive before it has arrived by then.
+const { describe, test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const WebSocket = require('ws');
+const { io } = require('socket.io-client');
+const {
+  startGateway, userToken, mintToken, createUser, createConversation, createAnonymous,
+  adminToken, withTimeout, waitUntil,
+} = require('./helpers');
+
+const T = { timeout: 20000 };
+const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+let seq = 0;
+const uname = (p) => `${p}${process.pid}x${++seq}`;
+
+async function stopClean(gw) {
+  if (!gw) return;
+  await gw.stop();
+  assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|runtime error:/, 'sanitizer report');
+  assert.doesNotMatch(gw.log, /eyJ[\w-]+\.eyJ[\w-]+/, 'a JWT appeared in the log');
+}
+
+// A socket.io-client socket recording every user:status it receives.
+function client(gw, auth, opts = {}) {
+  const s = io(gw.url, {
+    transports: ['websocket'], reconnection: false, forceNew: true, timeout: 5000, auth, ...opts,
+  });
+  s.statuses = [];
+  s.waiters = [];
+  s.on('user:status', (ev) => {
+    s.statuses.push(ev);
+    for (const w of s.waiters.slice()) w();
+  });
+  return s;
+}
+
+function connected(s, ms = 5000) {
+  return withTimeout(new Promise((resolve, reject) => {
+    if (s.connected) { resolve(s); return; }
+    s.once('connect', () => resolve(s));
+    s.once('connect_error', (err) => reject(err));
+  }), ms, 'socket.io connect');
+}
+
+async function connect(gw, auth, opts) {
+  return connected(client(gw, auth, opts));
+}
+
+function connectError(gw, auth, opts) {
+  const s = client(gw, auth, opts);
+  return withTimeout(new Promise((resolve, reject) => {
+    s.once('connect', () => { s.close(); reject(new Error('connected, expected connect_error')); });
+    s.once('connect_error', (err) => { s.close(); resolve(err); });
+  }), 5000, 'connect_error');
+}
+
+// Waits until s received a user:status matching pred; returns it.
+function waitStatus(s, pred, what, ms = 5000) {
+  return withTimeout(new Promise((resolve) => {
+    const check = () => {
+      const ev = s.statuses.find(pred);
+      if (ev) { s.waiters = s.waiters.filter((w) => w !== check); resolve(ev); return true; }
+      return false;
+    };
+    if (!check()) s.waiters.push(check);
+  }), ms, what);
+}
+
+function disconnected(s, ms = 5000) {
+  return withTimeout(new Promise((resolve) => {
+    if (!s.connected) { resolve('already'); return; }
+    s.once('disconnect', (reason) => resolve(reason));
+  }), ms, 'disconnect');
+}
+
+const statusesOf = (s, userId) => s.statuses.filter((e) => e.userId === userId);
+
+async function metric(gw, name) {
+  const r = await fetch(`${gw.url}/metrics`);
+  const text = await r.text();
+  const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm'));
+  return m ? Number(m[1]) : NaN;
+}
+
+// Publishes a later broadcast to every watcher and waits until each has it (see the top).
+async function barrier(gw, watchers) {
+  const h = await createUser(gw, uname('barrier'));
+  const conv = await createConversation(gw, []);
+  for (const w of watchers) {
+    const r = await gw.api('POST', `/api/admin/conversations/${conv.id}/members`, { token: adminToken(), body: { userId: w.userId } });
+    assert.equal(r.status, 201);
+  }
+  const r = await gw.api('POST', `/api/admin/conversations/${conv.id}/members`, { token: adminToken(), body: { userId: h.id } });
+  assert.equal(r.status, 201);
+  const hs = await connect(gw, { token: userToken(h.id) });
+  for (const w of watchers) await waitStatus(w, (e) => e.userId === h.id && e.isOnline, 'barrier event');
+  hs.close();
+  for (const w of watchers) await waitStatus(w, (e) => e.userId === h.id && !e.isOnline, 'barrier offline');
+}
+
+async function user(gw, p) {
+  const u = await createUser(gw, uname(p));
+  return u;
+}
+
+async function as(gw, u, opts) {
+  const s = await connect(gw, { token: userToken(u.id) }, opts);
+  s.userId = u.id;
+  return s;
+}
+
+function emitAck(s, ...args) {
+  return withTimeout(new Promise((resolve) => s.emit(...args, (...res) => resolve(res))), 5000, `ack of ${args[0]}`);
+}
+
+// A raw WebSocket on /socket.io/; collects text and binary messages and the close.
+function raw(gw, query = '') {
+  const ws = new WebSocket(`ws://127.0.0.1:${gw.port}/socket.io/?EIO=4&transport=websocket${query}`);
+  ws.msgs = [];
+  ws.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString(), at: Date.now() })));
+  ws.on('message', (data, isBinary) => { ws.msgs.push(isBinary ? data : data.toString()); });
+  ws.on('error', () => {});
+  ws.opened = withTimeout(new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); }), 5000, 'ws open');
+  return ws;
+}
+
+function rawWait(ws, pred, what, ms = 5000) {
+  return waitUntil(() => ws.msgs.find((m) => typeof m === 'string' && pred(m)), { timeoutMs: ms, what });
+}
+
+async function rawConnect(gw, token) {
+  const ws = raw(gw);
+  await ws.opened;
+  const open = await rawWait(ws, (m) => m[0] === '0', 'open packet');
+  ws.send(`40${JSON.stringify({ token })}`);
+  await rawWait(ws, (m) => m.startsWith('40'), 'CONNECT ack');
+  return { ws, open: JSON.parse(open.slice(1)) };
+}
+
+describe('socketio: handshake, presence, events', () => {
+  let gw;
+  before(async () => {
+    gw = await startGateway({ env: { MAX_EVENTS_PER_SEC: '30', MAX_PAYLOAD_BYTES: '20000', LOOP_THREADS: '2' } });
+  });
+  after(async () => { await stopClean(gw); });
+
+  test('connects with a valid token (auth, Authorization header, token query param)', T, async () => {
+    const a = await user(gw, 'alice');
+    const s1 = await as(gw, a);
+    assert.match(s1.id, /^\S+$/);
+    const s2 = await connect(gw, undefined, { extraHeaders: { Authorization: `Bearer ${userToken(a.id)}` } });
+    const s3 = await connect(gw, undefined, { query: { token: userToken(a.id) } });
+    assert.ok(s2.connected && s3.connected);
+    await waitUntil(async () => (await gw.api('GET', `/api/users/${a.id}`, { token: userToken(a.id) })).body.isOnline, { what: 'isOnline in REST' });
+    s1.close(); s2.close(); s3.close();
+    await waitUntil(async () => !(await gw.api('GET', `/api/users/${a.id}`, { token: userToken(a.id) })).body.isOnline, { what: 'offline in REST' });
+    assert.match(gw.log, new RegExp(`\\[CONNECT\\] user=${a.id} sid=\\S+ conns=\\d`));
+    assert.match(gw.log, new RegExp(`\\[DISCONNECT\\] user=${a.id} sid=\\S+ reason=`));
+  });
+
+  test('refuses bad tokens with CONNECT_ERROR {message}', T, async () => {
+    const a = await user(gw, 'mallory');
+    const bad = await connectError(gw, { token: 'not.a.jwt' });
+    assert.equal(bad.message, 'Invalid token');
+    const forged = await connectError(gw, { token: mintToken({ userId: a.id }, { secret: 'wrong' }) });
+    assert.equal(forged.message, 'Invalid token');
+    const none = await connectError(gw, { token: mintToken({ userId: a.id }, { alg: 'none' }) });
+    assert.equal(none.message, 'Invalid token');
+    const expired = await connectError(gw, { token: userToken(a.id, { ttl: -10 }) });
+    assert.equal(expired.message, 'Invalid token');
+    const unknown = await connectError(gw, { token: userToken('0123456789abcdef01234567') });
+    assert.match(unknown.message, /unknown/i);
+    const missing = await connectError(gw, {});
+    assert.match(missing.message, /required/i);
+  });
+
+  test('an anonymous participant connects with its sessionToken and is seen as anonymous', T, async () => {
+    const u = await user(gw, 'host');
+    const conv = await createConversation(gw, [u.id]);
+    const anon = await createAnonymous(gw, conv.id, uname('guest'));
+    const su = await as(gw, u);
+    const sa = await connect(gw, { sessionToken: anon.sessionToken });
+    const ev = await waitStatus(su, (e) => e.userId === anon.id && e.isOnline, 'anonymous online');
+    assert.equal(ev.isAnonymous, true);
+    assert.equal(ev.username, anon.username);
+    const bad = await connectError(gw, { sessionToken: 'f'.repeat(64) });
+    assert.match(bad.message, /unknown|invalid/i);
+    sa.close();
+    await waitStatus(su, (e) => e.userId === anon.id && !e.isOnline, 'anonymous offline');
+    su.close();
+  });
+
+  test('two members see each other online and offline with the full payload', T, async () => {
+    const a = await user(gw, 'ann');
+    const b = await user(gw, 'ben');
+    await createConversation(gw, [a.id, b.id]);
+    const sa = await as(gw, a);
+    const sb = await as(gw, b);
+    const on = await waitStatus(sa, (e) => e.userId === b.id && e.isOnline, 'B online at A');
+    assert.deepEqual(Object.keys(on).sort(), ['isAnonymous', 'isOnline', 'lastActiveAt', 'lastSeen', 'status', 'userId', 'username']);
+    assert.equal(on.username, b.username);
+    assert.equal(on.isAnonymous, false);
+    assert.equal(on.status, 'online');
+    assert.match(on.lastActiveAt, ISO);
+    assert.equal(on.lastSeen, null);
+    sa.close();
+    const off = await waitStatus(sb, (e) => e.userId === a.id && !e.isOnline, 'A offline at B');
+    assert.equal(off.status, 'away');
+    assert.match(off.lastSeen, ISO);
+    assert.match(off.lastActiveAt, ISO);
+    assert.ok(Date.parse(off.lastSeen) >= Date.parse(off.lastActiveAt));
+    sb.close();
+  });
+
+  test('a non-member receives nothing and a person is not told about itself', T, async () => {
+    const a = await user(gw, 'amy');
+    const b = await user(gw, 'bill');
+    const n = await user(gw, 'nina');
+    await createConversation(gw, [a.id, b.id]);
+    await createConversation(gw, [n.id]);
+    const sn = await as(gw, n);
+    const sa = await as(gw, a);
+    const sb = await as(gw, b);
+    await waitStatus(sa, (e) => e.userId === b.id && e.isOnline, 'B online at A');
+    sb.close();
+    await waitStatus(sa, (e) => e.userId === b.id && !e.isOnline, 'B offline at A');
+    await barrier(gw, [sn, sa]);
+    assert.deepEqual(statusesOf(sn, a.id), []);
+    assert.deepEqual(statusesOf(sn, b.id), []);
+    assert.deepEqual(statusesOf(sa, a.id), [], 'A was told about itself');
+    sa.close(); sn.close();
+  });
+
+  test('two tabs: one online event, no offline until the last tab closes, then exactly one', T, async () => {
+    const a = await user(gw, 'tabby');
+    const b = await user(gw, 'watcher');
+    await createConversation(gw, [a.id, b.id]);
+    const sb = await as(gw, b);
+    const t1 = await as(gw, a);
+    const t2 = await as(gw, a);
+    await waitStatus(sb, (e) => e.userId === a.id && e.isOnline, 'A online');
+    const before = await metric(gw, 'meeshy_connected_sockets');
+    t1.close();
+    await waitUntil(async () => (await metric(gw, 'meeshy_connected_sockets')) === before - 1, { what: 'tab 1 gone' });
+    await barrier(gw, [sb]);
+    assert.deepEqual(statusesOf(sb, a.id).map((e) => e.isOnline), [true]);
+    t2.close();
+    await waitStatus(sb, (e) => e.userId === a.id && !e.isOnline, 'A offline');
+    await barrier(gw, [sb]);
+    assert.deepEqual(statusesOf(sb, a.id).map((e) => e.isOnline), [true, false]);
+    sb.close();
+  });
+
+  test('two shared conversations still give one event per change', T, async () => {
+    const a = await user(gw, 'dup');
+    const b = await user(gw, 'dupwatch');
+    await createConversation(gw, [a.id, b.id]);
+    await createConversation(gw, [a.id, b.id]);
+    const sb = await as(gw, b);
+    const sa = await as(gw, a);
+    await waitStatus(sb, (e) => e.userId === a.id && e.isOnline, 'A online');
+    sa.close();
+    await waitStatus(sb, (e) => e.userId === a.id && !e.isOnline, 'A offline');
+    await barrier(gw, [sb]);
+    assert.deepEqual(statusesOf(sb, a.id).map((e) => e.isOnline), [true, false]);
+    sb.close();
+  });
+
+  test('conversation:join / leave acks, and leave stops deliveries', T, async () => {
+    const a = await user(gw, 'joiner');
+    const b = await user(gw, 'other');
+    const o = await user(gw, 'observer');
+    const shared = await createConversation(gw, [a.id, b.id, o.id]);
+    const foreign = await createConversation(gw, [b.id]);
+    const sa = await as(gw, a);
+    const so = await as(gw, o);
+    let [r] = await emitAck(sa, 'conversation:join', { conversationId: shared.id });
+    assert.deepEqual(r, { success: true, conversationId: shared.id });
+    [r] = await emitAck(sa, 'conversation:join', { conversationId: foreign.id });
+    assert.equal(r.success, false);
+    assert.match(r.error, /member|forbidden/i);
+    [r] = await emitAck(sa, 'conversation:join', {});
+    assert.equal(r.success, false);
+    [r] = await emitAck(sa, 'conversation:leave', { conversationId: shared.id });
+    assert.deepEqual(r, { success: true, conversationId: shared.id });
+    [r] = await emitAck(sa, 'conversation:leave', { conversationId: shared.id });
+    assert.equal(r.success, false);
+    const sb = await as(gw, b);
+    await waitStatus(so, (e) => e.userId === b.id && e.isOnline, 'B online at the observer');
+    await barrier(gw, [sa, so]);
+    assert.deepEqual(statusesOf(sa, b.id), [], 'A left the conversation but still got B');
+    // Joining again restores deliveries.
+    [r] = await emitAck(sa, 'conversation:join', { conversationId: shared.id });
+    assert.equal(r.success, true);
+    sb.close();
+    await waitStatus(sa, (e) => e.userId === b.id && !e.isOnline, 'B offline after re-join');
+    sa.close(); so.close();
+  });
+
+  test('acks and binary events round-trip through "echo"; unknown events are refused', T, async () => {
+    const a = await user(gw, 'echoer');
+    const s = await as(gw, a);
+    const buf = Buffer.from([0, 1, 2, 253, 254, 255]);
+    const res = await emitAck(s, 'echo', 'text', { n: 1, nested: [true, null] }, buf, 42);
+    assert.equal(res.length, 4);
+    assert.equal(res[0], 'text');
+    assert.deepEqual(res[1], { n: 1, nested: [true, null] });
+    assert.ok(Buffer.isBuffer(res[2]), 'binary attachment kept');
+    assert.deepEqual([...res[2]], [...buf]);
+    assert.equal(res[3], 42);
+    const big = Buffer.alloc(5000, 7);
+    const [b2] = await emitAck(s, 'echo', big);
+    assert.equal(Buffer.compare(b2, big), 0);
+    const [u] = await emitAck(s, 'no-such-event', 1);
+    assert.deepEqual(u, { success: false, error: 'unknown event' });
+    assert.equal(await s.emitWithAck('echo', 'once'), 'once');
+    s.close();
+  });
+
+  test('garbage, bad JSON, an over-size frame and invalid UTF-8 close only that connection', T, async () => {
+    const a = await user(gw, 'victim');
+    const good = await as(gw, a);
+    const cases = [
+      ['garbage packet', (ws) => ws.send('zzz garbage')],
+      ['bad JSON', (ws) => ws.send('42["echo",{')],
+      ['unknown Socket.IO type', (ws) => ws.send('49')],
+      ['over-size frame', (ws) => ws.send('4' + '2'.repeat(30000)), 1009],
+      ['invalid UTF-8', (ws) => ws.send(Buffer.from([0x34, 0x32, 0xff, 0xfe]), { binary: false }), 1007],
+      ['unexpected binary', (ws) => ws.send(Buffer.from([1, 2, 3]), { binary: true })],
+    ];
+    for (const [what, send, code] of cases) {
+      const { ws } = await rawConnect(gw, userToken(a.id));
+      send(ws);
+      const c = await withTimeout(ws.closed, 5000, `close after ${what}`);
+      if (code) assert.equal(c.code, code, what);
+      else assert.ok(c.code >= 1000, what);
+      const [r] = await emitAck(good, 'echo', what);
+      assert.equal(r, what, `the other client carries on after ${what}`);
+    }
+    // HTTP-level refusals
+    let r = await fetch(`${gw.url}/socket.io/?EIO=3&transport=websocket`);
+    assert.equal(r.status, 400);
+    assert.deepEqual(await r.json(), { code: 5, message: 'Unsupported protocol version' });
+    r = await fetch(`${gw.url}/socket.io/?EIO=4&transport=polling`);
+    assert.equal(r.status, 400);
+    assert.deepEqual(await r.json(), { code: 0, message: 'Transport unknown' });
+    r = await fetch(`${gw.url}/socket.io/?EIO=4&transport=websocket`);
+    assert.equal(r.status, 400, 'websocket transport without an upgrade');
+    // Other namespaces are refused
+    const { ws } = await rawConnect(gw, userToken(a.id));
+    ws.send('40/admin,');
+    const e = await rawWait(ws, (m) => m.startsWith('44/admin,'), 'invalid namespace');
+    assert.deepEqual(JSON.parse(e.slice('44/admin,'.length)), { message: 'Invalid namespace' });
+    ws.close();
+    good.close();
+  });
+
+  test('more than MAX_EVENTS_PER_SEC events disconnect that connection only', T, async () => {
+    const a = await user(gw, 'spammer');
+    const s1 = await as(gw, a);
+    const s2 = await as(gw, a);
+    const gone = disconnected(s1);
+    for (let i = 0; i < 60; i++) s1.emit('noise', i);
+    await gone;
+    assert.ok(s2.connected);
+    const [r] = await emitAck(s2, 'echo', 'still here');
+    assert.equal(r, 'still here');
+    assert.match(gw.log, /\[RATELIMIT\]/);
+    assert.ok((await metric(gw, 'meeshy_rate_limited_disconnects_total')) >= 1);
+    // 20 events in a second is within the limit
+    for (let i = 0; i < 20; i++) s2.emit('fine', i);
+    const [r2] = await emitAck(s2, 'echo', 'ok');
+    assert.equal(r2, 'ok');
+    s2.close();
+  });
+
+  test('the admin disconnect route closes every connection and broadcasts offline', T, async () => {
+    const a = await user(gw, 'kicked');
+    const b = await user(gw, 'kickwatch');
+    await createConversation(gw, [a.id, b.id]);
+    const sb = await as(gw, b);
+    const t1 = await as(gw, a);
+    const t2 = await as(gw, a);
+    const g1 = disconnected(t1);
+    const g2 = disconnected(t2);
+    const r = await gw.api('POST', `/api/admin/users/${a.id}/disconnect`, { token: adminToken() });
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body, { userId: a.id, disconnected: 2 });
+    assert.equal(await g1, 'io server disconnect');
+    assert.equal(await g2, 'io server disconnect');
+    await waitStatus(sb, (e) => e.userId === a.id && !e.isOnline, 'A offline after the kick');
+    const v = await gw.api('GET', `/api/users/${a.id}`, { token: userToken(b.id) });
+    assert.equal(v.body.isOnline, false);
+    sb.close();
+  });
+
+  test('a member added while connected starts receiving at once', T, async () => {
+    const a = await user(gw, 'newbie');
+    const b = await user(gw, 'oldtimer');
+    const conv = await createConversation(gw, [b.id]);
+    const sa = await as(gw, a);
+    const sb = await as(gw, b);
+    const r = await gw.api('POST', `/api/admin/conversations/${conv.id}/members`, { token: adminToken(), body: { userId: a.id } });
+    assert.equal(r.status, 201);
+    sb.close();
+    await waitStatus(sa, (e) => e.userId === b.id && !e.isOnline, 'B offline at the new member');
+    sa.close();
+  });
+
+  test('metrics count sockets, online users and broadcasts', T, async () => {
+    const a = await user(gw, 'metric');
+    const base = await metric(gw, 'meeshy_user_status_broadcasts_total');
+    const s = await as(gw, a);
+    assert.ok((await metric(gw, 'meeshy_connected_sockets')) >= 1);
+    assert.ok((await metric(gw, 'meeshy_online_users')) >= 1);
+    await waitUntil(async () => (await metric(gw, 'meeshy_user_status_broadcasts_total')) >= base + 1, { what: 'broadcast counted' });
+    s.close();
+  });
+});
+
+describe('socketio: heartbeat', () => {
+  let gw;
+  before(async () => {
+    gw = await startGateway({ env: { PING_INTERVAL_MS: '300', PING_TIMEOUT_MS: '200', CONNECT_TIMEOUT_MS: '1000' } });
+  });
+  after(async () => { await stopClean(gw); });
+
+  test('a raw client that stops answering pings is dropped and its peers see it offline', T, async () => {
+    const a = await user(gw, 'silent');
+    const b = await user(gw, 'peer');
+    await createConversation(gw, [a.id, b.id]);
+    const sb = await as(gw, b);
+    const t0 = Date.now();
+    const { ws, open } = await rawConnect(gw, userToken(a.id));
+    assert.deepEqual(Object.keys(open).sort(), ['maxPayload', 'pingInterval', 'pingTimeout', 'sid', 'upgrades']);
+    assert.equal(open.pingInterval, 300);
+    assert.equal(open.pingTimeout, 200);
+    assert.deepEqual(open.upgrades, []);
+    await waitStatus(sb, (e) => e.userId === a.id && e.isOnline, 'A online');
+    const c = await withTimeout(ws.closed, 3000, 'server drops the silent client');
+    assert.ok(c.at - t0 <= 300 + 200 + 400, `dropped after ${c.at - t0} ms`);
+    assert.ok(ws.msgs.includes('2'), 'the server pinged');
+    await waitStatus(sb, (e) => e.userId === a.id && !e.isOnline, 'A offline after the ping timeout');
+    assert.match(gw.log, /reason=ping timeout/);
+    // The socket.io-client answers pings and stays connected across several intervals.
+    const before = await metric(gw, 'meeshy_connected_sockets');
+    await waitUntil(() => Date.now() - t0 > 1500, { what: 'a few ping intervals' });
+    assert.ok(sb.connected);
+    assert.equal(await metric(gw, 'meeshy_connected_sockets'), before);
+    sb.close();
+  });
+
+  test('a raw client answering pings stays; one that never sends CONNECT is closed', T, async () => {
+    const a = await user(gw, 'polite');
+    const { ws } = await rawConnect(gw, userToken(a.id));
+    ws.on('message', (d, bin) => { if (!bin && d.toString() === '2') ws.send('3'); });
+    const idle = raw(gw);
+    await idle.opened;
+    const c = await withTimeout(idle.closed, 3000, 'connect timeout');
+    assert.ok(c.code >= 1000);
+    assert.equal(ws.readyState, WebSocket.OPEN, 'the answering client is still open');
+    ws.send('42["echo","x"]');
+    ws.send('421["echo","y"]');
+    await rawWait(ws, (m) => m === '431["y"]', 'ack over raw ws');
+    ws.close();
+  });
+});
+
+describe('socketio: single session and grace', () => {
+  let gw;
+  before(async () => {
+    gw = await startGateway({ env: { SINGLE_SESSION: '1' } });
+  });
+  after(async () => { await stopClean(gw); });
+
+  test('SINGLE_SESSION=1: a new connection replaces the older one without an offline event', T, async () => {
+    const a = await user(gw, 'single');
+    const b = await user(gw, 'singlewatch');
+    await createConversation(gw, [a.id, b.id]);
+    const sb = await as(gw, b);
+    const t1 = await as(gw, a);
+    const gone = disconnected(t1);
+    const t2 = await as(gw, a);
+    assert.equal(await gone, 'io server disconnect');
+    assert.ok(t2.connected);
+    await barrier(gw, [sb]);
+    assert.deepEqual(statusesOf(sb, a.id).map((e) => e.isOnline), [true]);
+    t2.close();
+    await waitStatus(sb, (e) => e.userId === a.id && !e.isOnline, 'A offline');
+    sb.close();
+  });
+});
+
+describe('socketio: disconnect grace and shutdown', () => {
+  test('DISCONNECT_GRACE_MS: a reload inside the grace does not flap; shutdown says goodbye', T, async () => {
+    const gw = await startGateway({ env: { DISCONNECT_GRACE_MS: '400' } });
+    try {
+      const a = await user(gw, 'reloader');
+      const b = await user(gw, 'gracewatch');
+      await createConversation(gw, [a.id, b.id]);
+      const sb = await as(gw, b);
+      const t1 = await as(gw, a);
+      await waitStatus(sb, (e) => e.userId === a.id && e.isOnline, 'A online');
+      t1.close();
+      const t2 = await as(gw, a);
+      await barrier(gw, [sb]);
+      assert.deepEqual(statusesOf(sb, a.id).map((e) => e.isOnline), [true]);
+      const t0 = Date.now();
+      t2.close();
+      const off = await waitStatus(sb, (e) => e.userId === a.id && !e.isOnline, 'A offline after the grace');
+      assert.ok(Date.now() - t0 >= 350, 'offline came before the grace');
+      assert.match(off.lastSeen, ISO);
+      const gone = disconnected(sb);
+      const { ws } = await rawConnect(gw, userToken(b.id));
+      const stopping = gw.stop();
+      assert.equal(await gone, 'io server disconnect');
+      const c = await withTimeout(ws.closed, 5000, 'raw close on shutdown');
+      assert.equal(c.code, 1001);
+      assert.ok(ws.msgs.includes('41'));
+      const r = await stopping;
+      assert.equal(r.code, 0);
+    } finally {
+      if (gw.exitCode === null) await gw.stop();
+      assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|runtime error:/);
+    }
+  });
+});
