@@ -17,13 +17,22 @@
  * name, as Prisma names them, is accepted as it is).
  *
  * DESIGN
- * One mongoc_client_pool per backend: every call pops a client, runs its commands and pushes it
- * back, so reads from many threads (REST, handshakes) run concurrently while the writer thread
- * and the maintenance thread take their own clients. mongoc_init() runs once per process.
- * Error API v2 distinguishes server errors from network ones. A down or slow server must not
- * stall callers for long: unless the URI sets them, serverSelectionTimeoutMS, connectTimeoutMS
- * and socketTimeoutMS are 2000 ms, so a call fails within about two seconds with
- * STORE_ERR_UNAVAILABLE and the front end keeps its batch and retries it in order.
+ * mongoc_client_pools: every call pops a client, runs its commands and pushes it back, so reads
+ * from many threads (REST, handshakes) run concurrently while the writer thread and the
+ * maintenance thread take their own clients. mongoc_init() runs once per process. Error API v2
+ * distinguishes server errors from network ones.
+ *
+ * A down or slow server must not stall callers for long: unless the URI sets them,
+ * serverSelectionTimeoutMS and connectTimeoutMS are 2000 ms, so any call to a server that is
+ * down fails within about two seconds with STORE_ERR_UNAVAILABLE, and the front end keeps its
+ * batch and retries it in order. The socket timeout (a server that accepts but does not
+ * answer) cannot be one number for everything: 2000 ms suits a read by _id, but a bulk of
+ * thousands of updates or a reconciliation over every online person may rightly take longer,
+ * and a batch that always times out would be retried forever. So there are two pools over the
+ * same servers, which differ only in socketTimeoutMS when the URI does not set it: the read
+ * pool (2000 ms) for reads, ping and provisioning, and the bulk pool (30000 ms) for
+ * apply_batch, zombies_find, reconcile_startup and the index builds at open, which run on the
+ * writer, maintenance and main threads, never on a request's path.
  *
  * apply_batch sends ONE unordered bulk write per collection (two at most: User and
  * AnonymousParticipant), each holding one update_one {_id} {$set: ...} per person, so the N
@@ -44,7 +53,8 @@
 
 #define MONGO_DEFAULT_DB "meeshy"
 #define MONGO_APPNAME "presence-gateway"
-#define MONGO_TIMEOUT_MS 2000
+#define MONGO_TIMEOUT_MS 2000       /* server selection, connect; socket of the read pool */
+#define MONGO_BULK_SOCKET_MS 30000  /* socket of the bulk pool */
 
 #define COLL_USER "User"
 #define COLL_ANON "AnonymousParticipant"
@@ -56,9 +66,14 @@
 #define MERR_INDEX_OPTIONS_CONFLICT 85
 #define MERR_INDEX_KEY_SPECS_CONFLICT 86
 
+struct mpool {
+    mongoc_uri_t *uri;
+    mongoc_client_pool_t *pool;
+};
+
 struct store_backend {
-    mongoc_uri_t *_uri;
-    mongoc_client_pool_t *_pool;
+    struct mpool _read; /* reads, ping, provisioning */
+    struct mpool _bulk; /* presence batches, maintenance, index builds */
     char *_db;
 };
 
@@ -150,8 +165,9 @@ static int mongo_error(const bson_error_t *e, const char *what)
 /* --- URI ---------------------------------------------------------------------------------- */
 
 /* Parses url and fills in what the gateway needs unless the URL sets it: the fail-fast
- * timeouts and the appname. Returns the URI or NULL (logged). */
-static mongoc_uri_t *mongo_uri_prepare(const char *url)
+ * timeouts, socketTimeoutMS = socket_timeout_ms, and the appname. Returns the URI or NULL
+ * (logged). */
+static mongoc_uri_t *mongo_uri_prepare(const char *url, int32_t socket_timeout_ms)
 {
     bson_error_t err;
     mongoc_uri_t *uri = mongoc_uri_new_with_error(url, &err);
@@ -161,16 +177,24 @@ static mongoc_uri_t *mongo_uri_prepare(const char *url)
         return NULL;
     }
     static const char *const timeouts[] = {MONGOC_URI_SERVERSELECTIONTIMEOUTMS,
-                                           MONGOC_URI_CONNECTTIMEOUTMS,
-                                           MONGOC_URI_SOCKETTIMEOUTMS};
+                                           MONGOC_URI_CONNECTTIMEOUTMS};
     for (size_t i = 0; i < sizeof timeouts / sizeof timeouts[0]; i++)
         if (!mongoc_uri_has_option(uri, timeouts[i]))
             mongoc_uri_set_option_as_int32(uri, timeouts[i], MONGO_TIMEOUT_MS);
+    if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
+        mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, socket_timeout_ms);
     /* Set in the URI only, never through mongoc_client_pool_set_appname too: libmongoc logs
      * "Cannot set appname more than once" otherwise. */
     if (mongoc_uri_get_appname(uri) == NULL)
         mongoc_uri_set_appname(uri, MONGO_APPNAME);
     return uri;
+}
+
+/* The database named in the URI path, else "meeshy" (Meeshy's own). */
+static const char *mongo_db_name(const mongoc_uri_t *uri)
+{
+    const char *db = mongoc_uri_get_database(uri);
+    return db != NULL && db[0] != '\0' ? db : MONGO_DEFAULT_DB;
 }
 
 /* --- reading documents -------------------------------------------------------------------- */
@@ -300,14 +324,28 @@ static void id_list_push(struct store_id_list *l, size_t *cap, const char id[OID
 
 /* A client and a collection handle for one call. */
 struct mcall {
+    mongoc_client_pool_t *pool;
     mongoc_client_t *client;
     mongoc_collection_t *coll;
 };
 
+/* A call on the read pool (mcall_begin) or on the bulk pool (mcall_begin_bulk). */
+static void mcall_begin_on(struct store_backend *b, struct mpool *p, const char *coll,
+                           struct mcall *c)
+{
+    c->pool = p->pool;
+    c->client = mongoc_client_pool_pop(p->pool);
+    c->coll = mongoc_client_get_collection(c->client, b->_db, coll);
+}
+
 static void mcall_begin(struct store_backend *b, const char *coll, struct mcall *c)
 {
-    c->client = mongoc_client_pool_pop(b->_pool);
-    c->coll = mongoc_client_get_collection(c->client, b->_db, coll);
+    mcall_begin_on(b, &b->_read, coll, c);
+}
+
+static void mcall_begin_bulk(struct store_backend *b, const char *coll, struct mcall *c)
+{
+    mcall_begin_on(b, &b->_bulk, coll, c);
 }
 
 static void mcall_switch(struct store_backend *b, const char *coll, struct mcall *c)
@@ -319,7 +357,7 @@ static void mcall_switch(struct store_backend *b, const char *coll, struct mcall
 static void mcall_end(struct store_backend *b, struct mcall *c)
 {
     mongoc_collection_destroy(c->coll);
-    mongoc_client_pool_push(b->_pool, c->client);
+    mongoc_client_pool_push(c->pool, c->client);
 }
 
 typedef void (*doc_cb)(const bson_t *doc, void *arg);
@@ -478,13 +516,13 @@ static int mongo_schema(struct store_backend *b)
         IDX1("conversationId_1", "conversationId"),
         IDX2U("conversationId_1_userId_1", "conversationId", "userId"),
     };
-    mongoc_client_t *client = mongoc_client_pool_pop(b->_pool);
+    mongoc_client_t *client = mongoc_client_pool_pop(b->_bulk.pool);
     int rc = create_indexes(b, client, COLL_USER, user, 4);
     if (rc == 0)
         rc = create_indexes(b, client, COLL_ANON, anon, 5);
     if (rc == 0)
         rc = create_indexes(b, client, COLL_MEMBER, member, 3);
-    mongoc_client_pool_push(b->_pool, client);
+    mongoc_client_pool_push(b->_bulk.pool, client);
     for (size_t i = 0; i < 4; i++)
         bson_destroy(user[i]);
     for (size_t i = 0; i < 5; i++)
@@ -498,10 +536,13 @@ static void mongo_close(struct store_backend *b)
 {
     if (b == NULL)
         return;
-    if (b->_pool != NULL)
-        mongoc_client_pool_destroy(b->_pool);
-    if (b->_uri != NULL)
-        mongoc_uri_destroy(b->_uri);
+    struct mpool *pools[] = {&b->_read, &b->_bulk};
+    for (size_t i = 0; i < 2; i++) {
+        if (pools[i]->pool != NULL)
+            mongoc_client_pool_destroy(pools[i]->pool);
+        if (pools[i]->uri != NULL)
+            mongoc_uri_destroy(pools[i]->uri);
+    }
     free(b->_db);
     free(b);
 }
@@ -513,21 +554,24 @@ static int mongo_open(const char *url, struct store_backend **out)
     if (url == NULL || (strncmp(url, "mongodb://", 10) != 0 && strncmp(url, "mongodb+srv://", 14) != 0))
         return STORE_ERR_INVALID;
     struct store_backend *b = xcalloc(1, sizeof *b);
-    b->_uri = mongo_uri_prepare(url);
-    if (b->_uri == NULL) {
+    b->_read.uri = mongo_uri_prepare(url, MONGO_TIMEOUT_MS);
+    b->_bulk.uri = mongo_uri_prepare(url, MONGO_BULK_SOCKET_MS);
+    if (b->_read.uri == NULL || b->_bulk.uri == NULL) {
         rc = STORE_ERR_INVALID;
         goto fail;
     }
-    const char *db = mongoc_uri_get_database(b->_uri);
-    b->_db = xstrdup(db != NULL && db[0] != '\0' ? db : MONGO_DEFAULT_DB);
-    bson_error_t err;
-    b->_pool = mongoc_client_pool_new_with_error(b->_uri, &err);
-    if (b->_pool == NULL) {
-        log_warnx("MongoDB: cannot create the client pool: %s", err.message);
-        rc = STORE_ERR_INVALID;
-        goto fail;
+    b->_db = xstrdup(mongo_db_name(b->_read.uri));
+    struct mpool *pools[] = {&b->_read, &b->_bulk};
+    for (size_t i = 0; i < 2; i++) {
+        bson_error_t err;
+        pools[i]->pool = mongoc_client_pool_new_with_error(pools[i]->uri, &err);
+        if (pools[i]->pool == NULL) {
+            log_warnx("MongoDB: cannot create a client pool: %s", err.message);
+            rc = STORE_ERR_INVALID;
+            goto fail;
+        }
+        mongoc_client_pool_set_error_api(pools[i]->pool, MONGOC_ERROR_API_VERSION_2);
     }
-    mongoc_client_pool_set_error_api(b->_pool, MONGOC_ERROR_API_VERSION_2);
     rc = mongo_schema(b);
     if (rc != 0)
         goto fail;
@@ -544,9 +588,9 @@ static bool mongo_ping(struct store_backend *b)
     bson_error_t err;
     bson_t reply;
     bson_t *cmd = BCON_NEW("ping", BCON_INT32(1));
-    mongoc_client_t *client = mongoc_client_pool_pop(b->_pool);
+    mongoc_client_t *client = mongoc_client_pool_pop(b->_read.pool);
     bool ok = mongoc_client_command_simple(client, b->_db, cmd, NULL, &reply, &err);
-    mongoc_client_pool_push(b->_pool, client);
+    mongoc_client_pool_push(b->_read.pool, client);
     bson_destroy(&reply);
     bson_destroy(cmd);
     if (!ok)
@@ -934,7 +978,7 @@ static int mongo_conversation_create(struct store_backend *b, const char *id, co
 
 static int mongo_member_add(struct store_backend *b, const char *cid, const char *uid, int *added)
 {
-    bson_oid_t coid, uoid, moid;
+    bson_oid_t coid, uoid;
     if (!parse_oid(cid, &coid) || !parse_oid(uid, &uoid))
         return STORE_ERR_INVALID;
     struct mcall c;
@@ -948,12 +992,12 @@ static int mongo_member_add(struct store_backend *b, const char *cid, const char
         mcall_end(b, &c);
         return rc;
     }
-    /* One upsert: a new row, a reactivated row (a member who had left), or nothing. */
-    bson_oid_init(&moid, NULL);
+    /* One upsert: a new row, a reactivated row (a member who had left), or nothing. The
+     * server gives a new row its ObjectId _id. */
     bson_t *filter = BCON_NEW("conversationId", BCON_OID(&coid), "userId", BCON_OID(&uoid));
     bson_t *update = BCON_NEW("$set", "{", "isActive", BCON_BOOL(true), "}",
-                              "$setOnInsert", "{", "_id", BCON_OID(&moid), "role",
-                              BCON_UTF8("MEMBER"), "joinedAt", BCON_DATE_TIME(util_now_ms()), "}");
+                              "$setOnInsert", "{", "role", BCON_UTF8("MEMBER"), "joinedAt",
+                              BCON_DATE_TIME(util_now_ms()), "}");
     bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
     bson_t reply;
     bson_error_t err;
@@ -990,8 +1034,12 @@ static int mongo_member_count(struct store_backend *b, const char *cid, uint64_t
     bson_t *filter = BCON_NEW("conversationId", BCON_OID(&coid));
     append_active(filter);
     struct mcall c;
-    mcall_begin(b, COLL_MEMBER, &c);
-    int rc = count_docs(&c, filter, out, "member_count");
+    mcall_begin(b, COLL_CONV, &c);
+    int rc = exists_by_id(&c, &coid, "member_count");
+    if (rc == 0) {
+        mcall_switch(b, COLL_MEMBER, &c);
+        rc = count_docs(&c, filter, out, "member_count");
+    }
     mcall_end(b, &c);
     bson_destroy(filter);
     return rc;
@@ -1109,7 +1157,7 @@ static int mongo_apply_batch(struct store_backend *b, const struct store_write *
     }
     struct mcall c;
     int rc = 0;
-    mcall_begin(b, COLL_USER, &c);
+    mcall_begin_bulk(b, COLL_USER, &c);
     if (any_user)
         rc = apply_bulk(&c, w, n, false, &r);
     if (rc == 0 && any_anon) {
@@ -1137,7 +1185,7 @@ static int mongo_zombies_find(struct store_backend *b, int64_t cutoff_ms,
                             BCON_INT32(1), "}");
     struct person_collect users = {.anonymous = false}, anons = {.anonymous = true};
     struct mcall c;
-    mcall_begin(b, COLL_USER, &c);
+    mcall_begin_bulk(b, COLL_USER, &c);
     int rc = find_each(&c, filter, opts, collect_person, &users, "zombies_find");
     if (rc == 0) {
         mcall_switch(b, COLL_ANON, &c);
@@ -1178,7 +1226,7 @@ static int mongo_reconcile_startup(struct store_backend *b, int64_t now_ms, uint
     static const char *const colls[] = {COLL_USER, COLL_ANON};
     struct mcall c;
     int rc = 0;
-    mcall_begin(b, COLL_USER, &c);
+    mcall_begin_bulk(b, COLL_USER, &c);
     for (size_t i = 0; i < 2 && rc == 0; i++) {
         if (i > 0)
             mcall_switch(b, colls[i], &c);
