@@ -132,8 +132,9 @@ static void shard_touch(struct throttle *t, struct throttle_shard *sh, struct th
                         const char *id, size_t len, int64_t now_ms)
 {
     if (e != NULL) {
-        /* Keep the latest time when two threads race with slightly different clocks. */
-        if (now_ms > e->last_write_ms)
+        /* Keep the latest time when two threads race with slightly different clocks, unless
+         * the clock stepped back by a window or more (see throttle_should_write). */
+        if (now_ms > e->last_write_ms || e->last_write_ms - now_ms >= t->_window_ms)
             e->last_write_ms = now_ms;
         DL_DELETE(sh->list, e);
         DL_APPEND(sh->list, e);
@@ -176,8 +177,12 @@ bool throttle_should_write(struct throttle *t, const char *id, int64_t now_ms)
         atomic_fetch_add_explicit(&t->_written, 1, memory_order_relaxed);
         return true;
     }
-    /* A time before the last write (clock jitter between threads) counts as inside the window. */
-    bool due = e == NULL || now_ms - e->last_write_ms >= t->_window_ms;
+    /* A time slightly before the last write (jitter between threads) counts as inside the
+     * window; one a whole window before it means the clock stepped back (a wall clock set
+     * back, or callers mixing clocks): write and restart the window from now_ms rather than
+     * stay throttled until the clock catches up. */
+    int64_t since = e != NULL ? now_ms - e->last_write_ms : 0;
+    bool due = e == NULL || since >= t->_window_ms || since <= -t->_window_ms;
     if (due)
         shard_touch(t, sh, e, id, len, now_ms);
     pthread_mutex_unlock(&sh->lock);

@@ -26,7 +26,8 @@ void throttle_free(struct throttle *t);
 
 /* Decides for one activity of person id at now_ms (monotonic or wall, consistently): returns
  * true when a write is due (and records now_ms as the last write), false when throttled.
- * Counts the decision in the stats. */
+ * Counts the decision in the stats. A time a whole window or more before the last write
+ * (the clock stepped back) is a write that restarts the window. */
 bool throttle_should_write(struct throttle *t, const char *id, int64_t now_ms);
 /* Records a write made elsewhere (the connect write opens a new window). It counts as a
  * "written" decision in the stats (SPEC §3: the connect write counts as activity). */

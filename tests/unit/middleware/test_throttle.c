@@ -204,6 +204,23 @@ static void test_concurrent(void **state)
     throttle_free(t);
 }
 
+/* A clock set back by a window or more does not throttle a person until it catches up. */
+static void test_clock_step_back(void **state)
+{
+    (void)state;
+    struct throttle *t = throttle_new(WINDOW, 1000);
+    assert_true(throttle_should_write(t, "dddddddddddddddddddddddd", T0));
+    assert_false(throttle_should_write(t, "dddddddddddddddddddddddd", T0 - WINDOW + 1));
+    assert_true(throttle_should_write(t, "dddddddddddddddddddddddd", T0 - WINDOW));
+    /* the window restarted at the new time */
+    assert_false(throttle_should_write(t, "dddddddddddddddddddddddd", T0 - WINDOW + 10));
+    assert_true(throttle_should_write(t, "dddddddddddddddddddddddd", T0));
+    /* a record at a time far back also restarts the window there */
+    throttle_record(t, "dddddddddddddddddddddddd", T0 - 10 * WINDOW);
+    assert_false(throttle_should_write(t, "dddddddddddddddddddddddd", T0 - 10 * WINDOW + 1));
+    throttle_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +231,7 @@ int main(void)
         cmocka_unit_test(test_memory_bound),
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_clock_step_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
