@@ -67,6 +67,7 @@ struct route_conn {
     enum conn_phase phase;
     bool exempt; /* taken by the Socket.IO engine for an upgrade */
     bool killed; /* the watchdog already shut it down */
+    bool served; /* a request completed on it: waiting now means idle keep-alive */
     int64_t deadline_ms; /* monotonic */
     struct route_conn *prev, *next;
 };
@@ -271,8 +272,11 @@ static void *watchdog_main(void *arg)
                 now < c->deadline_ms)
                 continue;
             /* MHD is not writing to this socket (no answer queued), so our 408 cannot
-             * interleave with its output; the fd stays valid while we hold the lock. */
-            if (c->phase == CONN_REQUEST && head_len > 0)
+             * interleave with its output; the fd stays valid while we hold the lock. An idle
+             * keep-alive connection is closed silently: a client may be sending its next
+             * request right now and must not take a 408 for its answer. A fresh connection
+             * with no request line yet gets the 408 (it may be dribbling that line). */
+            if ((c->phase == CONN_REQUEST || !c->served) && head_len > 0)
                 (void)send(c->fd, head, (size_t)head_len, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (shutdown(c->fd, SHUT_RDWR) != 0 && errno != ENOTCONN)
                 log_warn("%s: shutdown", __func__);
@@ -297,7 +301,12 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     n = strlen(buf);
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         buf[--n] = '\0';
-    log_warnx("[HTTP] %s", buf);
+    /* Peers that vanish or time out are routine on a public port; keep them out of warn. */
+    if (strstr(buf, "closure") != NULL || strstr(buf, "closed") != NULL ||
+        strstr(buf, "timed out") != NULL || strstr(buf, "reset") != NULL)
+        log_debug("[HTTP] %s", buf);
+    else
+        log_warnx("[HTTP] %s", buf);
 }
 
 static void req_free(struct route_req *r)
@@ -324,8 +333,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
     if (r->engine && s->v.hooks != NULL && s->v.hooks->engine_request_done != NULL)
         s->v.hooks->engine_request_done(s->v.hooks->cls, r->engine_cls);
-    if (r->track != NULL && !r->track->exempt)
-        conn_set(s, r->track, CONN_WAITING, true);
+    if (r->track != NULL) {
+        pthread_mutex_lock(&s->lock);
+        r->track->served = true;
+        if (!r->track->exempt) {
+            r->track->phase = CONN_WAITING;
+            r->track->deadline_ms = util_mono_ms() + s->timeout_ms;
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
     req_free(r);
 }
 
@@ -596,8 +612,11 @@ static enum MHD_Result dispatch(struct route_req *r)
 
     if (r->track != NULL) {
         bool late;
+        /* The request is in: from here its time is the handler's (the store bounds its own
+         * waits), and the watchdog must not write a 408 while MHD may write our answer. */
         pthread_mutex_lock(&r->srv->lock);
         late = util_mono_ms() > r->track->deadline_ms && r->track->phase == CONN_REQUEST;
+        r->track->phase = CONN_BUSY;
         pthread_mutex_unlock(&r->srv->lock);
         if (late) {
             r->close = true;
@@ -777,8 +796,8 @@ struct http_server *http_start(const struct gw_config *cfg, struct store *store,
 
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s, /* first, so that it logs the rest */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s,
         MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_LIMIT, limit,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_POOL_BYTES,
