@@ -59,9 +59,9 @@ struct conn {
     uint8_t state;
     uint8_t online; /* the status frame sent last (msg mode toggles it) */
     uint16_t buf_len;
-    uint32_t room;   /* index into rooms, UINT32_MAX when none */
-    uint32_t slot;   /* index in the room's member array */
-    uint8_t *buf;    /* handshake head or a partial client frame, else NULL */
+    uint32_t room; /* index into rooms, UINT32_MAX when none */
+    uint32_t slot; /* index in the room's member array */
+    uint8_t *buf;  /* handshake head or a partial client frame, else NULL */
 #ifndef BARE_HANDSHAKE_ONLY
     struct frame *status; /* [0] offline, [1] online, pre-encoded at the handshake */
 #endif
@@ -442,10 +442,12 @@ static void print_stats(void)
     getrusage(RUSAGE_SELF, &ru);
     fprintf(stderr,
             "bare: accepted %llu handshakes %llu connects %llu closes %llu deliveries %llu "
-            "client_msgs %llu short_writes %llu send_errors %llu bad_requests %llu cpu_user_s %.3f cpu_sys_s %.3f "
+            "client_msgs %llu short_writes %llu send_errors %llu bad_requests %llu cpu_user_s %.3f "
+            "cpu_sys_s %.3f "
             "maxrss_kib %ld\n",
             st.accepted, st.handshakes, st.connects, st.closes, st.deliveries, st.client_msgs,
-            st.short_writes, st.send_errors, st.bad_requests, (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
+            st.short_writes, st.send_errors, st.bad_requests,
+            (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
             (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6, ru.ru_maxrss);
 }
 

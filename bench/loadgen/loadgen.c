@@ -60,7 +60,7 @@
 #define TIMER_TAG UINT64_MAX
 #define MAX_ROOM 64 /* peers are tracked in a 64-bit mask */
 
-enum mode { MODE_FANOUT, MODE_CONNECT, MODE_IDLE };
+enum mode { MODE_FANOUT, MODE_CONNECT, MODE_IDLE, MODE_PROVISION };
 enum target { TARGET_GATEWAY, TARGET_BARE };
 enum ustate { U_CLOSED = 0, U_TCP, U_UPGRADE, U_WS, U_OPEN, U_READY };
 
@@ -69,7 +69,7 @@ struct user {
     uint8_t state;
     uint8_t attempts;
     uint16_t rx_len;
-    uint32_t gen; /* bumped at each close: a callback may close and reopen the user */
+    uint32_t gen;    /* bumped at each close: a callback may close and reopen the user */
     uint8_t *rx;     /* RX_CAP bytes while connected */
     size_t skip;     /* bytes left of a frame too large to keep */
     int64_t t_start; /* connect start, ns */
@@ -107,7 +107,7 @@ static struct {
     int server_pid;
     bool provision, json;
     int64_t timeout_ns;
-    uint32_t id_tag; /* distinguishes provisioned id sets */
+    uint32_t user_offset; /* first global user index of this process (several load generators) */
 } cfg = {
     .mode = MODE_FANOUT,
     .target = TARGET_GATEWAY,
@@ -194,12 +194,13 @@ static double pct_ms(const struct samples *s, double p)
 
 static void user_id(uint32_t u, char out[25])
 {
-    snprintf(out, 25, "b0b0b0b0%016" PRIx32, u);
+    snprintf(out, 25, "b0b0b0b0%016" PRIx32, cfg.user_offset + u);
 }
 
 static void conv_id(uint32_t r, char out[25])
 {
-    snprintf(out, 25, "c0c0%04" PRIx32 "%016" PRIx32, cfg.room_size & 0xffff, r);
+    snprintf(out, 25, "c0c0%04" PRIx32 "%016" PRIx32, cfg.room_size & 0xffff,
+             cfg.user_offset / cfg.room_size + r);
 }
 
 /* ---- JWT (HS256, OpenSSL HMAC) ------------------------------------------------------------ */
@@ -223,9 +224,9 @@ static char *mint_token(const char *id, const char *role)
 {
     char payload[256], enc[1024];
     long now = (long)time(NULL);
-    int plen = snprintf(payload, sizeof(payload), "{\"userId\":\"%s\",%s%s%s\"iat\":%ld,\"exp\":%ld}",
-                        id, role ? "\"role\":\"" : "", role ? role : "", role ? "\"," : "", now,
-                        now + 24 * 3600);
+    int plen = snprintf(
+        payload, sizeof(payload), "{\"userId\":\"%s\",%s%s%s\"iat\":%ld,\"exp\":%ld}", id,
+        role ? "\"role\":\"" : "", role ? role : "", role ? "\"," : "", now, now + 24 * 3600);
     size_t w = (size_t)snprintf(enc, sizeof(enc), "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.");
     w += b64url(enc + w, (const uint8_t *)payload, (size_t)plen);
     uint8_t mac[32];
@@ -320,7 +321,8 @@ static void provision(void)
     char body[512], path[256], id[25], cid[25];
     for (uint32_t u = 0; u < cfg.conns; u++) {
         user_id(u, id);
-        snprintf(body, sizeof(body), "{\"username\":\"bench%07" PRIu32 "\",\"id\":\"%s\"}", u, id);
+        snprintf(body, sizeof(body), "{\"username\":\"bench%07" PRIu32 "\",\"id\":\"%s\"}",
+                 cfg.user_offset + u, id);
         int s = http_post("/api/admin/users", admin, body);
         if (s != 201 && s != 409) {
             fprintf(stderr, "loadgen: POST /api/admin/users -> %d\n", s);
@@ -329,7 +331,8 @@ static void provision(void)
     }
     for (uint32_t r = 0; r < n_rooms; r++) {
         conv_id(r, cid);
-        snprintf(body, sizeof(body), "{\"id\":\"%s\",\"title\":\"bench %" PRIu32 "\"}", cid, r);
+        snprintf(body, sizeof(body), "{\"id\":\"%s\",\"title\":\"bench %" PRIu32 "\"}", cid,
+                 cfg.user_offset / cfg.room_size + r);
         int s = http_post("/api/admin/conversations", admin, body);
         if (s != 201 && s != 409) {
             fprintf(stderr, "loadgen: POST /api/admin/conversations -> %d\n", s);
@@ -349,7 +352,8 @@ static void provision(void)
     if (http_fd >= 0)
         close(http_fd);
     free(admin);
-    fprintf(stderr, "loadgen: provisioned %" PRIu32 " users in %" PRIu32 " conversations in %.2f s\n",
+    fprintf(stderr,
+            "loadgen: provisioned %" PRIu32 " users in %" PRIu32 " conversations in %.2f s\n",
             cfg.conns, n_rooms, (double)(now_ns() - t0) / 1e9);
 }
 
@@ -465,11 +469,12 @@ static void send_upgrade(uint32_t u)
     char key64[32];
     EVP_EncodeBlock((unsigned char *)key64, key, 16);
     int n = snprintf(req, sizeof(req),
-                     "GET %s?EIO=4&transport=websocket&uid=%s&room=%" PRIu32
-                     "&name=bench%07" PRIu32 " HTTP/1.1\r\n"
+                     "GET %s?EIO=4&transport=websocket&uid=%s&room=%" PRIu32 "&name=bench%07" PRIu32
+                     " HTTP/1.1\r\n"
                      "Host: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     cfg.path, id, u / cfg.room_size, u, cfg.host, cfg.port, key64);
+                     cfg.path, id, (cfg.user_offset + u) / cfg.room_size, cfg.user_offset + u,
+                     cfg.host, cfg.port, key64);
     if (send(us->fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
         st.connect_errors++;
         user_close(u);
@@ -517,7 +522,12 @@ static void on_status(uint32_t peer, const char *p, size_t len)
     char hex[17];
     memcpy(hex, k + 8, 16);
     hex[16] = '\0';
-    uint64_t u = strtoull(hex, NULL, 16);
+    uint64_t g = strtoull(hex, NULL, 16);
+    if (g < cfg.user_offset) {
+        st.unexpected++;
+        return;
+    }
+    uint64_t u = g - cfg.user_offset;
     bool online = o[11] == 't';
     uint32_t r = peer / cfg.room_size;
     if (u >= cfg.conns || u / cfg.room_size != r) {
@@ -967,8 +977,7 @@ static void run_loop(int64_t until_ns, bool (*done)(void))
 
 static bool ramp_done(void)
 {
-    return st.ready_now >= cfg.conns ||
-           (next_to_connect >= cfg.conns && in_flight == 0);
+    return st.ready_now >= cfg.conns || (next_to_connect >= cfg.conns && in_flight == 0);
 }
 
 static bool drained(void)
@@ -981,7 +990,8 @@ static void usage(void)
     fprintf(stderr,
             "usage: loadgen [options]\n"
             "  --target gateway|bare   what runs at --host:--port (default gateway)\n"
-            "  --mode fanout|connect|idle   (default fanout)\n"
+            "  --mode fanout|connect|idle|provision   (default fanout; provision: create the\n"
+            "                          users and conversations, then exit)\n"
             "  --change cycle|msg      how a change is made (msg: bare servers only)\n"
             "  --host ADDR --port N    loopback target (default 127.0.0.1:8000)\n"
             "  --path P                Socket.IO path (default /socket.io/)\n"
@@ -996,6 +1006,7 @@ static void usage(void)
             "  --no-provision          users and conversations exist already\n"
             "  --timeout-ms T          a change not received by every peer by then is lost\n"
             "  --max-seconds T         hard bound of the whole run\n"
+            "  --user-offset O         first user index (several load generators: 0, N, 2N...)\n"
             "  --json                  also print one JSON line of results\n");
     exit(2);
 }
@@ -1003,13 +1014,13 @@ static void usage(void)
 static void parse_args(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"target", 1, 0, 't'},      {"mode", 1, 0, 'm'},    {"change", 1, 0, 'c'},
-        {"host", 1, 0, 'H'},        {"port", 1, 0, 'p'},    {"path", 1, 0, 'P'},
-        {"secret", 1, 0, 's'},      {"conns", 1, 0, 'n'},   {"room-size", 1, 0, 'k'},
-        {"rate", 1, 0, 'r'},        {"duration", 1, 0, 'd'}, {"concurrency", 1, 0, 'C'},
-        {"sources", 1, 0, 'S'},     {"server-pid", 1, 0, 'x'}, {"no-provision", 0, 0, 'N'},
+        {"target", 1, 0, 't'},      {"mode", 1, 0, 'm'},        {"change", 1, 0, 'c'},
+        {"host", 1, 0, 'H'},        {"port", 1, 0, 'p'},        {"path", 1, 0, 'P'},
+        {"secret", 1, 0, 's'},      {"conns", 1, 0, 'n'},       {"room-size", 1, 0, 'k'},
+        {"rate", 1, 0, 'r'},        {"duration", 1, 0, 'd'},    {"concurrency", 1, 0, 'C'},
+        {"sources", 1, 0, 'S'},     {"server-pid", 1, 0, 'x'},  {"no-provision", 0, 0, 'N'},
         {"timeout-ms", 1, 0, 'T'},  {"max-seconds", 1, 0, 'M'}, {"json", 0, 0, 'j'},
-        {"help", 0, 0, 'h'},        {0, 0, 0, 0},
+        {"user-offset", 1, 0, 'O'}, {"help", 0, 0, 'h'},        {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -1018,9 +1029,10 @@ static void parse_args(int argc, char **argv)
             cfg.target = strcmp(optarg, "bare") == 0 ? TARGET_BARE : TARGET_GATEWAY;
             break;
         case 'm':
-            cfg.mode = strcmp(optarg, "connect") == 0 ? MODE_CONNECT
-                       : strcmp(optarg, "idle") == 0  ? MODE_IDLE
-                                                      : MODE_FANOUT;
+            cfg.mode = strcmp(optarg, "connect") == 0     ? MODE_CONNECT
+                       : strcmp(optarg, "idle") == 0      ? MODE_IDLE
+                       : strcmp(optarg, "provision") == 0 ? MODE_PROVISION
+                                                          : MODE_FANOUT;
             break;
         case 'c':
             cfg.change_msg = strcmp(optarg, "msg") == 0;
@@ -1070,6 +1082,9 @@ static void parse_args(int argc, char **argv)
         case 'j':
             cfg.json = true;
             break;
+        case 'O':
+            cfg.user_offset = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
         default:
             usage();
         }
@@ -1080,6 +1095,10 @@ static void parse_args(int argc, char **argv)
         die("--secret (or JWT_SECRET) is required against a gateway");
     if (cfg.conns == 0 || cfg.room_size < 2 || cfg.room_size > MAX_ROOM)
         die("--conns must be > 0 and --room-size within 2..64");
+    if (cfg.user_offset % cfg.room_size != 0)
+        die("--user-offset must be a multiple of --room-size");
+    if (cfg.mode == MODE_PROVISION && cfg.target != TARGET_GATEWAY)
+        die("--mode provision needs --target gateway");
     if (cfg.sources < 1 || cfg.sources > 250 || cfg.concurrency < 1)
         die("--sources within 1..250, --concurrency >= 1");
     if (cfg.change_msg && cfg.target != TARGET_BARE)
@@ -1119,8 +1138,10 @@ int main(int argc, char **argv)
         users[u].fd = -1;
 
     if (cfg.target == TARGET_GATEWAY) {
-        if (cfg.provision)
+        if (cfg.provision || cfg.mode == MODE_PROVISION)
             provision();
+        if (cfg.mode == MODE_PROVISION)
+            return 0;
         char id[25];
         for (uint32_t u = 0; u < cfg.conns; u++) {
             user_id(u, id);
@@ -1186,7 +1207,9 @@ int main(int argc, char **argv)
     qsort(lat_change.v, lat_change.n, sizeof(int64_t), cmp_i64);
     qsort(lat_connect.v, lat_connect.n, sizeof(int64_t), cmp_i64);
 
-    const char *mode = cfg.mode == MODE_CONNECT ? "connect" : cfg.mode == MODE_IDLE ? "idle" : "fanout";
+    const char *mode = cfg.mode == MODE_CONNECT ? "connect"
+                       : cfg.mode == MODE_IDLE  ? "idle"
+                                                : "fanout";
     printf("mode %s target %s %s:%d conns %" PRIu32 " room-size %" PRIu32 " rate %.0f/s "
            "duration %.1f s change %s\n",
            mode, cfg.target == TARGET_BARE ? "bare" : "gateway", cfg.host, cfg.port, cfg.conns,
@@ -1194,9 +1217,9 @@ int main(int argc, char **argv)
     printf("connects: %" PRIu64 " in %.2f s = %.0f/s; latency ms p50 %.3f p99 %.3f max %.3f; "
            "errors tcp %" PRIu64 " http %" PRIu64 " sio %" PRIu64 "\n",
            cfg.mode == MODE_CONNECT ? st.connects_done : ramp_connects,
-           cfg.mode == MODE_CONNECT ? phase_s : ramp_s, connect_rate,
-           pct_ms(&lat_connect, 50), pct_ms(&lat_connect, 99), pct_ms(&lat_connect, 100),
-           st.connect_errors, st.http_errors, st.connect_refused_sio);
+           cfg.mode == MODE_CONNECT ? phase_s : ramp_s, connect_rate, pct_ms(&lat_connect, 50),
+           pct_ms(&lat_connect, 99), pct_ms(&lat_connect, 100), st.connect_errors, st.http_errors,
+           st.connect_refused_sio);
     double dps = phase_s > 0 ? (double)st.deliveries / phase_s : 0;
     if (cfg.mode == MODE_FANOUT) {
         printf("changes: issued %" PRIu64 " (%.0f/s) done %" PRIu64 " timed-out %" PRIu64
@@ -1246,8 +1269,8 @@ int main(int argc, char **argv)
                st.connect_errors + st.http_errors + st.connect_refused_sio, st.changes_issued,
                st.changes_done, st.deliveries, dps, st.missing, st.unexpected,
                pct_ms(&lat_delivery, 50), pct_ms(&lat_delivery, 90), pct_ms(&lat_delivery, 99),
-               pct_ms(&lat_delivery, 100), pct_ms(&lat_change, 99), srv_cpu, p0.rss_kib,
-               p1.rss_kib, p2.rss_kib, lg_cpu, phase_s);
+               pct_ms(&lat_delivery, 100), pct_ms(&lat_change, 99), srv_cpu, p0.rss_kib, p1.rss_kib,
+               p2.rss_kib, lg_cpu, phase_s);
     fflush(stdout);
 
     for (uint32_t u = 0; u < cfg.conns; u++) {
