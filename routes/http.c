@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -167,18 +168,6 @@ bool route__live(struct route_req *r, const char *person_id)
 }
 
 /* --- connection records (timeout) ------------------------------------------------------------ */
-
-static void conn_set(struct http_server *s, struct route_conn *c, enum conn_phase phase,
-                     bool restart)
-{
-    if (c == NULL)
-        return;
-    pthread_mutex_lock(&s->lock);
-    c->phase = phase;
-    if (restart)
-        c->deadline_ms = util_mono_ms() + s->timeout_ms;
-    pthread_mutex_unlock(&s->lock);
-}
 
 static struct route_conn *conn_of(struct MHD_Connection *conn)
 {
@@ -413,7 +402,6 @@ static enum MHD_Result send_answer(struct route_req *r, bool preflight, int meth
                  r->srv->timeout_ms / 1000 > 0 ? r->srv->timeout_ms / 1000 : 1);
         MHD_add_response_header(resp, "Keep-Alive", ka);
     }
-    conn_set(r->srv, r->track, CONN_BUSY, false);
     r->responded = true;
     ret = MHD_queue_response(r->conn, r->status, resp);
     MHD_destroy_response(resp);
@@ -775,8 +763,11 @@ struct http_server *http_start(const struct gw_config *cfg, struct store *store,
 
     if (resolve(cfg->host, cfg->port, &ss, &sslen) != 0)
         return NULL;
-    if (ss.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&ss;
+        /* "::" means every address, IPv4 included. */
+        flags |= IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
+    }
 
     s = xcalloc(1, sizeof(*s));
     s->v.cfg = cfg;
