@@ -53,8 +53,8 @@
 
 #define MONGO_DEFAULT_DB "meeshy"
 #define MONGO_APPNAME "presence-gateway"
-#define MONGO_TIMEOUT_MS 2000       /* server selection, connect; socket of the read pool */
-#define MONGO_BULK_SOCKET_MS 30000  /* socket of the bulk pool */
+#define MONGO_TIMEOUT_MS 2000      /* server selection, connect; socket of the read pool */
+#define MONGO_BULK_SOCKET_MS 30000 /* socket of the bulk pool */
 
 #define COLL_USER "User"
 #define COLL_ANON "AnonymousParticipant"
@@ -82,8 +82,7 @@ static pthread_once_t mongo_init_once = PTHREAD_ONCE_INIT;
 /* libmongoc's own log lines go through ours (its default handler writes to stdout). Network
  * chatter during an outage ("stream", "cluster", "monitor" domains) is at debug level: each
  * failed call already logs one warning here. */
-static void mongo_log(mongoc_log_level_t level, const char *domain, const char *message,
-                      void *arg)
+static void mongo_log(mongoc_log_level_t level, const char *domain, const char *message, void *arg)
 {
     (void)arg;
     bool noisy = strcmp(domain, "stream") == 0 || strcmp(domain, "cluster") == 0 ||
@@ -493,7 +492,7 @@ static int create_indexes(struct store_backend *b, mongoc_client_t *client, cons
 #define IDX2(name, f, g)                                                                           \
     BCON_NEW("key", "{", f, BCON_INT32(1), g, BCON_INT32(1), "}", "name", BCON_UTF8(name))
 #define IDX2U(name, f, g)                                                                          \
-    BCON_NEW("key", "{", f, BCON_INT32(1), g, BCON_INT32(1), "}", "name", BCON_UTF8(name),        \
+    BCON_NEW("key", "{", f, BCON_INT32(1), g, BCON_INT32(1), "}", "name", BCON_UTF8(name),         \
              "unique", BCON_BOOL(true))
 
 static int mongo_schema(struct store_backend *b)
@@ -551,7 +550,8 @@ static int mongo_open(const char *url, struct store_backend **out)
 {
     int rc;
     pthread_once(&mongo_init_once, mongo_init);
-    if (url == NULL || (strncmp(url, "mongodb://", 10) != 0 && strncmp(url, "mongodb+srv://", 14) != 0))
+    if (url == NULL ||
+        (strncmp(url, "mongodb://", 10) != 0 && strncmp(url, "mongodb+srv://", 14) != 0))
         return STORE_ERR_INVALID;
     struct store_backend *b = xcalloc(1, sizeof *b);
     b->_read.uri = mongo_uri_prepare(url, MONGO_TIMEOUT_MS);
@@ -674,8 +674,8 @@ static int mongo_person_conversations(struct store_backend *b, const struct stor
         return STORE_ERR_INVALID;
     bson_t *filter = BCON_NEW("userId", BCON_OID(&oid));
     append_active(filter);
-    bson_t *opts = BCON_NEW("projection", "{", "conversationId", BCON_INT32(1), "_id",
-                            BCON_INT32(0), "}");
+    bson_t *opts =
+        BCON_NEW("projection", "{", "conversationId", BCON_INT32(1), "_id", BCON_INT32(0), "}");
     struct mcall c;
     mcall_begin(b, COLL_MEMBER, &c);
     int rc = find_each(&c, filter, opts, collect_id, &ic, "person_conversations");
@@ -828,8 +828,7 @@ static int mongo_conversation_participants(struct store_backend *b, const char *
     mcall_begin(b, COLL_CONV, &c);
     int rc = exists_by_id(&c, &coid, "conversation_participants");
     if (rc == 0)
-        rc = members_find(b, &c, &coid, NULL, collect_person, &users, NULL, collect_person,
-                          &anons);
+        rc = members_find(b, &c, &coid, NULL, collect_person, &users, NULL, collect_person, &anons);
     mcall_end(b, &c);
     if (rc != 0) {
         store_person_list_free(&users.list);
@@ -995,9 +994,9 @@ static int mongo_member_add(struct store_backend *b, const char *cid, const char
     /* One upsert: a new row, a reactivated row (a member who had left), or nothing. The
      * server gives a new row its ObjectId _id. */
     bson_t *filter = BCON_NEW("conversationId", BCON_OID(&coid), "userId", BCON_OID(&uoid));
-    bson_t *update = BCON_NEW("$set", "{", "isActive", BCON_BOOL(true), "}",
-                              "$setOnInsert", "{", "role", BCON_UTF8("MEMBER"), "joinedAt",
-                              BCON_DATE_TIME(util_now_ms()), "}");
+    bson_t *update =
+        BCON_NEW("$set", "{", "isActive", BCON_BOOL(true), "}", "$setOnInsert", "{", "role",
+                 BCON_UTF8("MEMBER"), "joinedAt", BCON_DATE_TIME(util_now_ms()), "}");
     bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
     bson_t reply;
     bson_error_t err;
@@ -1106,7 +1105,8 @@ static int apply_bulk(struct mcall *c, const struct store_write *w, size_t n, bo
     bson_t reply;
     bson_iter_t it;
     bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
-    mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(c->coll, opts);
+    mongoc_bulk_operation_t *bulk =
+        mongoc_collection_create_bulk_operation_with_opts(c->coll, opts);
     bson_destroy(opts);
     size_t queued = 0;
     int rc = 0;
@@ -1178,11 +1178,11 @@ static int mongo_zombies_find(struct store_backend *b, int64_t cutoff_ms,
 {
     /* {isOnline: true, $or: [{lastActiveAt: {$lt: cutoff}}, {lastActiveAt: null}]}; null
      * matches a missing field too. */
-    bson_t *filter = BCON_NEW("isOnline", BCON_BOOL(true), "$or", "[",
-                              "{", "lastActiveAt", "{", "$lt", BCON_DATE_TIME(cutoff_ms), "}", "}",
-                              "{", "lastActiveAt", BCON_NULL, "}", "]");
-    bson_t *opts = BCON_NEW("hint", "{", "isOnline", BCON_INT32(1), "lastActiveAt",
-                            BCON_INT32(1), "}");
+    bson_t *filter =
+        BCON_NEW("isOnline", BCON_BOOL(true), "$or", "[", "{", "lastActiveAt", "{", "$lt",
+                 BCON_DATE_TIME(cutoff_ms), "}", "}", "{", "lastActiveAt", BCON_NULL, "}", "]");
+    bson_t *opts =
+        BCON_NEW("hint", "{", "isOnline", BCON_INT32(1), "lastActiveAt", BCON_INT32(1), "}");
     struct person_collect users = {.anonymous = false}, anons = {.anonymous = true};
     struct mcall c;
     mcall_begin_bulk(b, COLL_USER, &c);
@@ -1219,10 +1219,9 @@ static int mongo_reconcile_startup(struct store_backend *b, int64_t now_ms, uint
     uint64_t n = 0;
     bson_t *filter = BCON_NEW("isOnline", BCON_BOOL(true));
     /* An aggregation-pipeline update, so lastSeen can take each document's own lastActiveAt. */
-    bson_t *pipeline = BCON_NEW("0", "{", "$set", "{",
-                                "lastSeen", "{", "$ifNull", "[", BCON_UTF8("$lastActiveAt"),
-                                BCON_DATE_TIME(now_ms), "]", "}",
-                                "isOnline", BCON_BOOL(false), "}", "}");
+    bson_t *pipeline =
+        BCON_NEW("0", "{", "$set", "{", "lastSeen", "{", "$ifNull", "[", BCON_UTF8("$lastActiveAt"),
+                 BCON_DATE_TIME(now_ms), "]", "}", "isOnline", BCON_BOOL(false), "}", "}");
     static const char *const colls[] = {COLL_USER, COLL_ANON};
     struct mcall c;
     int rc = 0;

@@ -71,9 +71,10 @@ static void test_uri_defaults(void **state)
 
 static void test_uri_keeps_its_options(void **state)
 {
-    mongoc_uri_t *uri = mongo_uri_prepare(
-        "mongodb://u:p@127.0.0.1:27017,127.0.0.2:27018/chat?socketTimeoutMS=9000"
-        "&serverSelectionTimeoutMS=500&appname=mine&replicaSet=rs0", MONGO_BULK_SOCKET_MS);
+    mongoc_uri_t *uri =
+        mongo_uri_prepare("mongodb://u:p@127.0.0.1:27017,127.0.0.2:27018/chat?socketTimeoutMS=9000"
+                          "&serverSelectionTimeoutMS=500&appname=mine&replicaSet=rs0",
+                          MONGO_BULK_SOCKET_MS);
     assert_non_null(uri);
     assert_int_equal(mongoc_uri_get_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 0), 9000);
     assert_int_equal(mongoc_uri_get_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 0),
@@ -82,6 +83,17 @@ static void test_uri_keeps_its_options(void **state)
                      MONGO_TIMEOUT_MS);
     assert_string_equal(mongoc_uri_get_appname(uri), "mine");
     assert_string_equal(mongo_db_name(uri), "chat");
+    mongoc_uri_destroy(uri);
+}
+
+static void test_uri_srv(void **state)
+{
+    /* Parsed without a DNS look-up; the SRV records are resolved when the pool connects. */
+    mongoc_uri_t *uri =
+        mongo_uri_prepare("mongodb+srv://u:p@cluster0.example.net/meeshy_prod", MONGO_TIMEOUT_MS);
+    assert_non_null(uri);
+    assert_string_equal(mongo_db_name(uri), "meeshy_prod");
+    assert_true(mongoc_uri_get_tls(uri)); /* implied by +srv */
     mongoc_uri_destroy(uri);
 }
 
@@ -138,11 +150,11 @@ static void test_user_document(void **state)
 {
     bson_oid_t id;
     bson_oid_init_from_string(&id, "65a1b2c3d4e5f60718293a4b");
-    bson_t *doc = BCON_NEW("_id", BCON_OID(&id), "username", BCON_UTF8("ada"),
-                           "displayName", BCON_UTF8("Ada L"), "firstName", BCON_NULL,
-                           "email", BCON_UTF8("ada@example.org"), "role", BCON_UTF8("ADMIN"),
-                           "isActive", BCON_BOOL(false), "isOnline", BCON_BOOL(true),
-                           "lastSeen", BCON_NULL, "lastActiveAt", BCON_DATE_TIME(1700000000123));
+    bson_t *doc = BCON_NEW("_id", BCON_OID(&id), "username", BCON_UTF8("ada"), "displayName",
+                           BCON_UTF8("Ada L"), "firstName", BCON_NULL, "email",
+                           BCON_UTF8("ada@example.org"), "role", BCON_UTF8("ADMIN"), "isActive",
+                           BCON_BOOL(false), "isOnline", BCON_BOOL(true), "lastSeen", BCON_NULL,
+                           "lastActiveAt", BCON_DATE_TIME(1700000000123));
     struct store_person p;
     doc_to_person(doc, false, &p);
     assert_string_equal(p.id, "65a1b2c3d4e5f60718293a4b");
@@ -181,9 +193,9 @@ static void test_anonymous_document(void **state)
     bson_oid_t id, cid;
     bson_oid_init_from_string(&id, "65a1b2c3d4e5f60718293a4c");
     bson_oid_init_from_string(&cid, "65a1b2c3d4e5f60718293a4d");
-    bson_t *doc = BCON_NEW("_id", BCON_OID(&id), "conversationId", BCON_OID(&cid),
-                           "username", BCON_UTF8("guest"), "sessionToken", BCON_UTF8("tok"),
-                           "isOnline", BCON_BOOL(false), "lastSeen", BCON_DATE_TIME(42));
+    bson_t *doc = BCON_NEW("_id", BCON_OID(&id), "conversationId", BCON_OID(&cid), "username",
+                           BCON_UTF8("guest"), "sessionToken", BCON_UTF8("tok"), "isOnline",
+                           BCON_BOOL(false), "lastSeen", BCON_DATE_TIME(42));
     struct store_person p;
     doc_to_person(doc, true, &p);
     assert_true(p.is_anonymous);
@@ -222,8 +234,8 @@ static void test_write_updates(void **state)
     assert_update_json(&act, "{ \"$set\" : { \"lastActiveAt\" : { \"$date\" : "
                              "{ \"$numberLong\" : \"3000\" } } } }");
     /* An online then an offline merged by the front end: all three fields. */
-    struct store_write both = {.set_online = true, .is_online = false, .last_active_at_ms = 1,
-                               .last_seen_ms = 2};
+    struct store_write both = {
+        .set_online = true, .is_online = false, .last_active_at_ms = 1, .last_seen_ms = 2};
     assert_update_json(&both, "{ \"$set\" : { \"isOnline\" : false, \"lastActiveAt\" : { \"$date\" "
                               ": { \"$numberLong\" : \"1\" } }, \"lastSeen\" : { \"$date\" : { "
                               "\"$numberLong\" : \"2\" } } } }");
@@ -237,6 +249,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uri_defaults),
         cmocka_unit_test(test_uri_keeps_its_options),
+        cmocka_unit_test(test_uri_srv),
         cmocka_unit_test(test_open_refuses_bad_urls),
         cmocka_unit_test(test_error_mapping),
         cmocka_unit_test(test_user_document),
