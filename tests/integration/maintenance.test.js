@@ -1,0 +1,317 @@
+'use strict';
+// @mongo-mode
+// Zombie cleanup and the admin maintenance routes of presence-gateway (SPEC §1 "idle but
+// connected is not a zombie", §2 flow 4, §3 maintenance stats and cleanup-zombies), end to end:
+// the real binary, the official socket.io-client (transports: ['websocket']).
+//
+// A zombie is made the way a crashed peer node would leave one: a person marked online in the
+// store with an old lastActiveAt and no connection here, written with the sqlite3 CLI into the
+// gateway's own database file while it runs (WAL lets a second writer in). Tests that need the
+// CLI skip themselves in MongoDB mode (PG_TEST_MONGO_URI set): there is no SQLite file then.
+//
+// "Nothing arrives" is never checked by sleeping: broadcasts to one connection keep their
+// order, so after the event under test a later one is published (a fresh user comes online in
+// a conversation shared with the watcher) and awaited; whatever had to arrive has arrived then.
+const { describe, test } = require('node:test');
+const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const { io } = require('socket.io-client');
+const {
+  startGateway, userToken, adminToken, createUser, createConversation, withTimeout, waitUntil,
+} = require('./helpers');
+
+const MONGO = Boolean(process.env.PG_TEST_MONGO_URI);
+const NO_SQLITE = MONGO ? 'the zombie is written with the sqlite3 CLI; MongoDB mode has no SQLite file' : false;
+const T = { timeout: 30000 };
+const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+let seq = 0;
+const uname = (p) => `${p}${process.pid}m${++seq}`;
+
+// ---- sqlite3 CLI on the running gateway's database ----------------------------------------
+function dbFile(gw) {
+  assert.match(gw.databaseUrl, /^sqlite:/);
+  return gw.databaseUrl.slice('sqlite:'.length);
+}
+
+function sql(gw, statement) {
+  return execFileSync('sqlite3', ['-cmd', '.timeout 5000', dbFile(gw), statement], { encoding: 'utf8', timeout: 10000 }).trim();
+}
+
+// Marks a person online in the store with lastActiveAt agoMs in the past, as a dead node would.
+function makeZombie(gw, id, agoMs = 600000) {
+  const at = Date.now() - agoMs;
+  sql(gw, `UPDATE users SET isOnline = 1, lastActiveAt = ${at}, lastSeen = NULL WHERE id = '${id}'`);
+  assert.equal(sql(gw, `SELECT isOnline FROM users WHERE id = '${id}'`), '1');
+  return at;
+}
+
+function row(gw, id) {
+  const out = sql(gw, `SELECT isOnline, coalesce(lastActiveAt, ''), coalesce(lastSeen, '') FROM users WHERE id = '${id}'`);
+  const [isOnline, lastActiveAt, lastSeen] = out.split('|');
+  return { isOnline: Number(isOnline), lastActiveAt: lastActiveAt ? Number(lastActiveAt) : null, lastSeen: lastSeen ? Number(lastSeen) : null };
+}
+
+// ---- socket.io-client ---------------------------------------------------------------------
+function connect(gw, u) {
+  const s = io(gw.url, {
+    transports: ['websocket'], reconnection: false, forceNew: true, timeout: 5000, auth: { token: userToken(u.id) },
+  });
+  s.userId = u.id;
+  s.statuses = [];
+  s.waiters = [];
+  s.on('user:status', (ev) => {
+    s.statuses.push({ ...ev, receivedAt: Date.now() });
+    for (const w of s.waiters.slice()) w();
+  });
+  return withTimeout(new Promise((resolve, reject) => {
+    s.once('connect', () => resolve(s));
+    s.once('connect_error', (err) => reject(err));
+  }), 5000, 'socket.io connect');
+}
+
+function waitStatus(s, pred, what, ms = 5000) {
+  return withTimeout(new Promise((resolve) => {
+    const check = () => {
+      const ev = s.statuses.find(pred);
+      if (ev) { s.waiters = s.waiters.filter((w) => w !== check); resolve(ev); return true; }
+      return false;
+    };
+    if (!check()) s.waiters.push(check);
+  }), ms, what);
+}
+
+// Publishes a later broadcast to every watcher and waits until each has it (see the top).
+async function barrier(gw, watchers) {
+  const h = await createUser(gw, uname('barrier'));
+  await createConversation(gw, [h.id, ...watchers.map((w) => w.userId)]);
+  const hs = await connect(gw, h);
+  for (const w of watchers) await waitStatus(w, (e) => e.userId === h.id && e.isOnline, 'barrier event');
+  hs.close();
+  for (const w of watchers) await waitStatus(w, (e) => e.userId === h.id && !e.isOnline, 'barrier offline');
+}
+
+async function stats(gw) {
+  const r = await gw.api('GET', '/api/admin/maintenance/stats', { token: adminToken() });
+  assert.equal(r.status, 200, r.text);
+  return r.body;
+}
+
+// Waits until the maintenance thread has finished n more runs after the call.
+async function runsPass(gw, n, intervalMs) {
+  const seen = new Set();
+  const first = (await stats(gw)).lastRunAt;
+  await waitUntil(async () => {
+    const s = await stats(gw);
+    if (s.lastRunAt !== null && s.lastRunAt !== first) seen.add(s.lastRunAt);
+    return seen.size >= n;
+  }, { timeoutMs: intervalMs * n * 4 + 3000, intervalMs: Math.max(10, intervalMs / 4), what: `${n} maintenance runs` });
+}
+
+async function stopClean(gw, tokens = []) {
+  if (!gw) return;
+  if (gw.exitCode === null && gw.signal === null) await gw.stop();
+  assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|runtime error:/, 'sanitizer report');
+  for (const t of tokens) assert.ok(!gw.log.includes(t), 'a token appeared in the log');
+  assert.doesNotMatch(gw.log, /eyJ[\w-]+\.eyJ[\w-]+/, 'a JWT appeared in the log');
+}
+
+describe('maintenance: zombie cleanup thread', () => {
+  const INTERVAL = 200;
+  const env = { MAINTENANCE_INTERVAL_MS: String(INTERVAL), OFFLINE_THRESHOLD_MS: '400' };
+
+  test('a zombie is cleaned within one interval and its peers get isOnline:false with lastSeen', { ...T, skip: NO_SQLITE }, async () => {
+    const gw = await startGateway({ env });
+    try {
+      const z = await createUser(gw, uname('zombie'));
+      const w = await createUser(gw, uname('watcher'));
+      const other = await createUser(gw, uname('stranger'));
+      await createConversation(gw, [z.id, w.id]);
+      await createConversation(gw, [other.id]);
+      const sw = await connect(gw, w);
+      const so = await connect(gw, other);
+      const before = await stats(gw);
+
+      const activeAt = makeZombie(gw, z.id);
+      const t0 = Date.now();
+      const ev = await waitStatus(sw, (e) => e.userId === z.id && !e.isOnline, 'zombie offline event', 3000);
+      const elapsed = ev.receivedAt - t0;
+      // One interval, plus the run itself and the delivery (an ASan build is slower).
+      assert.ok(elapsed <= INTERVAL + 300, `cleaned after ${elapsed} ms, interval ${INTERVAL} ms`);
+      assert.equal(ev.username, z.username);
+      assert.equal(ev.isAnonymous, false);
+      assert.match(ev.lastSeen, ISO);
+      const seen = Date.parse(ev.lastSeen);
+      assert.ok(seen >= t0 - 50 && seen <= ev.receivedAt + 50, `lastSeen ${ev.lastSeen} is the cleanup time`);
+      assert.equal(ev.lastActiveAt, new Date(activeAt).toISOString(), 'lastActiveAt is the stored one');
+      // Offline for 10 minutes since its last activity: away (SPEC §1), not online.
+      assert.equal(ev.status, 'away');
+
+      // Exactly one event, and none to a connection sharing no conversation with it.
+      await barrier(gw, [sw, so]);
+      assert.equal(sw.statuses.filter((e) => e.userId === z.id).length, 1);
+      assert.equal(so.statuses.filter((e) => e.userId === z.id).length, 0);
+
+      // The store agrees (the writer lands within a second), and REST too.
+      await waitUntil(() => row(gw, z.id).isOnline === 0, { timeoutMs: 2000, what: 'offline row' });
+      const r = row(gw, z.id);
+      assert.equal(r.lastSeen, seen);
+      assert.equal(r.lastActiveAt, activeAt);
+      const v = await gw.api('GET', `/api/users/${z.id}`, { token: userToken(w.id) });
+      assert.equal(v.status, 200);
+      assert.equal(v.body.isOnline, false);
+      assert.equal(v.body.lastSeen, ev.lastSeen);
+
+      const after = await stats(gw);
+      assert.equal(after.zombiesCleanedTotal - before.zombiesCleanedTotal, 1);
+      assert.ok(/\[CLEANUP\] cleaned 1 zombies/.test(gw.log), 'a [CLEANUP] line counts the zombie');
+      sw.close();
+      so.close();
+    } finally {
+      await stopClean(gw);
+    }
+  });
+
+  test('a connected but idle person is never cleaned', T, async () => {
+    const gw = await startGateway({ env });
+    try {
+      const idle = await createUser(gw, uname('idle'));
+      const w = await createUser(gw, uname('idlewatch'));
+      await createConversation(gw, [idle.id, w.id]);
+      const sw = await connect(gw, w);
+      const si = await connect(gw, idle);
+      await waitStatus(sw, (e) => e.userId === idle.id && e.isOnline, 'idle online');
+      if (!MONGO) {
+        // Age its lastActiveAt far past the threshold once the connect write has landed.
+        await waitUntil(() => row(gw, idle.id).isOnline === 1, { timeoutMs: 2000, what: 'connect write' });
+        makeZombie(gw, idle.id, 3600000);
+      } else {
+        // Without the CLI: stay silent longer than the threshold (400 ms) instead.
+        await runsPass(gw, 3, INTERVAL);
+      }
+      await runsPass(gw, 4, INTERVAL);
+      assert.ok(si.connected, 'the idle connection is still open');
+      await barrier(gw, [sw]);
+      assert.deepEqual(sw.statuses.filter((e) => e.userId === idle.id).map((e) => e.isOnline), [true]);
+      const s = await stats(gw);
+      assert.equal(s.zombiesCleanedTotal, 0);
+      assert.equal(s.zombiesCleanedLastRun, 0);
+      const now = await gw.api('POST', '/api/admin/maintenance/cleanup-zombies', { token: adminToken() });
+      assert.equal(now.status, 200);
+      assert.deepEqual(now.body, { cleaned: [], count: 0 });
+      const v = await gw.api('GET', `/api/users/${idle.id}`, { token: userToken(w.id) });
+      assert.equal(v.body.isOnline, true);
+      if (!MONGO) assert.equal(row(gw, idle.id).isOnline, 1);
+      si.close();
+      sw.close();
+    } finally {
+      await stopClean(gw);
+    }
+  });
+});
+
+describe('maintenance: admin routes', () => {
+  // The thread never runs on its own here: every cleanup is the one the test asks for.
+  const env = { MAINTENANCE_INTERVAL_MS: '3600000', OFFLINE_THRESHOLD_MS: '400' };
+
+  test('cleanup-zombies: 401 without a token, 403 for a user, 200 {cleaned, count} for an admin', T, async () => {
+    const gw = await startGateway({ env });
+    const tokens = [];
+    try {
+      const u = await createUser(gw, uname('plain'));
+      const ut = userToken(u.id);
+      const at = adminToken();
+      tokens.push(ut, at);
+      for (const [method, p] of [['POST', '/api/admin/maintenance/cleanup-zombies'], ['GET', '/api/admin/maintenance/stats']]) {
+        const none = await gw.api(method, p);
+        assert.equal(none.status, 401, `${method} ${p} without a token`);
+        assert.equal(typeof none.body.error, 'string');
+        const user = await gw.api(method, p, { token: ut });
+        assert.equal(user.status, 403, `${method} ${p} as a user`);
+        assert.equal(typeof user.body.error, 'string');
+      }
+      const r = await gw.api('POST', '/api/admin/maintenance/cleanup-zombies', { token: at });
+      assert.equal(r.status, 200);
+      assert.deepEqual(r.body, { cleaned: [], count: 0 });
+      // The BIGBOSS role is an admin too.
+      const bb = await gw.api('POST', '/api/admin/maintenance/cleanup-zombies', { token: userToken('0000000000000000000000bb', { role: 'BIGBOSS' }) });
+      assert.equal(bb.status, 200);
+    } finally {
+      await stopClean(gw, tokens);
+    }
+  });
+
+  test('cleanup-zombies returns the ids cleaned and stats match what happened', { ...T, skip: NO_SQLITE }, async () => {
+    const gw = await startGateway({ env });
+    try {
+      const s0 = await stats(gw);
+      assert.equal(s0.maintenanceActive, true);
+      assert.equal(s0.intervalMs, 3600000);
+      assert.equal(s0.offlineThresholdMs, 400);
+      assert.equal(s0.lastRunAt, null);
+      assert.equal(s0.zombiesCleanedTotal, 0);
+      assert.equal(s0.zombiesCleanedLastRun, 0);
+      assert.equal(s0.onlineUsers, 0);
+      assert.equal(s0.onlineAnonymous, 0);
+      assert.equal(s0.liveConnections, 0);
+      assert.equal(s0.broadcastsTotal, 0);
+
+      const z1 = await createUser(gw, uname('z1'));
+      const z2 = await createUser(gw, uname('z2'));
+      const fresh = await createUser(gw, uname('fresh')); // online, recently active: not a zombie yet
+      const w = await createUser(gw, uname('w'));
+      await createConversation(gw, [z1.id, z2.id, fresh.id, w.id]);
+      const sw1 = await connect(gw, w);
+      const sw2 = await connect(gw, w); // a second tab: one more connection, not one more user
+      const s1 = await stats(gw);
+      assert.equal(s1.onlineUsers, 1);
+      assert.equal(s1.liveConnections, 2);
+      assert.equal(s1.broadcastsTotal, 1, 'one status change: w came online');
+
+      makeZombie(gw, z1.id);
+      makeZombie(gw, z2.id, 2000);
+      makeZombie(gw, fresh.id, 0);
+      const t0 = Date.now();
+      const r = await gw.api('POST', '/api/admin/maintenance/cleanup-zombies', { token: adminToken() });
+      const t1 = Date.now();
+      assert.equal(r.status, 200);
+      assert.equal(r.body.count, 2);
+      assert.deepEqual([...r.body.cleaned].sort(), [z1.id, z2.id].sort());
+      for (const s of [sw1, sw2]) {
+        for (const z of [z1, z2]) await waitStatus(s, (e) => e.userId === z.id && !e.isOnline, 'zombie offline on each tab');
+      }
+      const s2 = await stats(gw);
+      assert.equal(s2.zombiesCleanedLastRun, 2);
+      assert.equal(s2.zombiesCleanedTotal, 2);
+      assert.match(s2.lastRunAt, ISO);
+      const last = Date.parse(s2.lastRunAt);
+      assert.ok(last >= t0 - 5 && last <= t1 + 5, `lastRunAt ${s2.lastRunAt} within the request`);
+      assert.ok(Number.isInteger(s2.lastRunDurationMs) && s2.lastRunDurationMs >= 0 && s2.lastRunDurationMs <= t1 - t0 + 5);
+      assert.equal(s2.broadcastsTotal, 3, 'w online, then one per zombie');
+      assert.equal(s2.onlineUsers, 1, 'the registry counts live persons, not the store rows');
+      assert.equal(s2.liveConnections, 2);
+
+      // The fresh one becomes a zombie once the threshold passes; a second run takes it only.
+      await waitUntil(() => Date.now() - t0 > 450, { timeoutMs: 2000, what: 'threshold' });
+      const r2 = await gw.api('POST', '/api/admin/maintenance/cleanup-zombies', { token: adminToken() });
+      assert.deepEqual(r2.body, { cleaned: [fresh.id], count: 1 });
+      const r3 = await gw.api('POST', '/api/admin/maintenance/cleanup-zombies', { token: adminToken() });
+      assert.deepEqual(r3.body, { cleaned: [], count: 0 });
+      const s3 = await stats(gw);
+      assert.equal(s3.zombiesCleanedLastRun, 0);
+      assert.equal(s3.zombiesCleanedTotal, 3);
+      assert.equal(s3.broadcastsTotal, 4);
+
+      sw1.close();
+      sw2.close();
+      const s4 = await waitUntil(async () => {
+        const s = await stats(gw);
+        return s.liveConnections === 0 ? s : null;
+      }, { what: 'connections gone' });
+      assert.equal(s4.onlineUsers, 0);
+      assert.equal(s4.broadcastsTotal, 5, 'w offline');
+      assert.equal((gw.log.match(/\[CLEANUP\] cleaned/g) || []).length, 3, 'one [CLEANUP] line per run');
+    } finally {
+      await stopClean(gw);
+    }
+  });
+});
