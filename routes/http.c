@@ -9,7 +9,9 @@
  * MAX_PAYLOAD_BYTES (so MHD's per-connection pool stays small); the last call (upload size 0)
  * dispatches and queues the answer. The request is freed in the completion callback.
  * The one exception is a Content-Length above the limit: 413 is queued on the first call, so
- * that MHD never reads the body and closes the connection after the answer.
+ * that MHD never reads the body and closes the connection after the answer. A chunked body
+ * that outgrows the limit is discarded as it comes (within the request timeout) and answered
+ * 413 with Connection: close once it ends, so that the client, still sending, reads it.
  *
  * DESIGN (request timeout). MHD's CONNECTION_TIMEOUT is an idle timeout: a client that sends
  * one header byte every 300 ms never trips it. Every connection therefore gets a small record
@@ -17,7 +19,8 @@
  * previous request + REQUEST_TIMEOUT_MS while waiting for a request line, then request line +
  * REQUEST_TIMEOUT_MS (the URI log callback fires when the line is parsed) until the request
  * is complete. A watchdog thread scans the records a few times per timeout and, for an expired
- * one, writes a 408 (when a request was under way) and shutdown()s the socket; MHD then sees
+ * one, writes a 408 (when a request was under way, or none was ever seen on the connection;
+ * an idle keep-alive connection is closed silently) and shutdown()s the socket; MHD then sees
  * the end of stream on its own thread and closes the connection. A request that completes
  * late is answered 408 with Connection: close by the access handler itself.
  * shutdown() is safe from another thread because MHD fires NOTIFY_CONNECTION "closed" (which
