@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,7 +30,7 @@
 /* --- fakes ----------------------------------------------------------------------------------- */
 
 static int fake_store_err; /* when non-zero, every store read/provisioning call returns it */
-static int fake_activity_writes;
+static atomic_int fake_activity_writes; /* bumped on MHD threads */
 
 struct store {
     int unused;
@@ -206,8 +207,9 @@ void throttle_get_stats(struct throttle *t, struct throttle_stats *out)
 
 /* --- a fake engine: the con_cls protocol of an MHD access handler ----------------------------- */
 
-static int engine_calls, engine_done_calls;
-static void *engine_done_cls;
+/* Set on MHD threads, read by the test thread. */
+static atomic_int engine_calls, engine_done_calls;
+static void *_Atomic engine_done_cls;
 static int engine_marker;
 
 static enum MHD_Result fake_engine(void *cls, struct MHD_Connection *conn, const char *url,
