@@ -24,8 +24,9 @@ struct throttle;
 struct throttle *throttle_new(int64_t window_ms, size_t max_entries);
 void throttle_free(struct throttle *t);
 
-/* Decides for one activity of person id at now_ms (monotonic or wall, consistently): returns
+/* Decides for one activity of person id at now_ms (wall clock, ms): returns
  * true when a write is due (and records now_ms as the last write), false when throttled.
+ * Every caller passes wall time (util_now_ms), the clock of lastActiveAt itself.
  * Counts the decision in the stats. A time a whole window or more before the last write
  * (the clock stepped back) is a write that restarts the window. */
 bool throttle_should_write(struct throttle *t, const char *id, int64_t now_ms);

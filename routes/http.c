@@ -491,9 +491,11 @@ static bool authenticate(struct route_req *r, enum route_auth level)
 
     /* The activity throttle (SPEC §2.3): one lastActiveAt write per person per window. The
      * person was read before the write was queued: show the caller what was written. */
+    /* Wall time, as the Socket.IO engine uses: the throttle keeps one clock for a person
+     * whose activity arrives through both paths. */
+    int64_t now_ms = util_now_ms();
     if (r->auth.has_person && v->throttle != NULL &&
-        throttle_should_write(v->throttle, r->auth.person.id, util_mono_ms())) {
-        int64_t now_ms = util_now_ms();
+        throttle_should_write(v->throttle, r->auth.person.id, now_ms)) {
         store_presence_activity(v->store, r->auth.person.id, r->auth.person.is_anonymous,
                                 now_ms);
         r->auth.person.last_active_at_ms = now_ms;
