@@ -391,7 +391,8 @@ static void on_readable(int fd)
         c->buf_len = 0;
     }
     for (;;) {
-        ssize_t n = recv(fd, rx + have, sizeof(rx) - have, 0);
+        size_t want = sizeof(rx) - have;
+        ssize_t n = recv(fd, rx + have, want, 0);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
             fd_close(fd);
             return;
@@ -408,6 +409,9 @@ static void on_readable(int fd)
             fd_close(fd);
             return;
         }
+        /* A short read drained the socket; level-triggered epoll reports the rest. */
+        if ((size_t)n < want)
+            break;
     }
     if (have > 0) {
         c->buf = malloc(RX_MAX);
