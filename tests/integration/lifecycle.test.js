@@ -12,7 +12,7 @@ const fs = require('node:fs');
 const { execFileSync } = require('node:child_process');
 const { io } = require('socket.io-client');
 const {
-  startGateway, userToken, adminToken, createUser, createConversation, withTimeout, waitUntil,
+  startGateway, userToken, adminToken, createUser, createConversation, createAnonymous, withTimeout, waitUntil,
 } = require('./helpers');
 
 const MONGO = Boolean(process.env.PG_TEST_MONGO_URI);
@@ -35,9 +35,8 @@ function sqliteRows(databaseUrl, ids) {
 }
 
 function connect(gw, u) {
-  const s = io(gw.url, {
-    transports: ['websocket'], reconnection: false, forceNew: true, timeout: 5000, auth: { token: userToken(u.id) },
-  });
+  const auth = u.sessionToken ? { sessionToken: u.sessionToken } : { token: userToken(u.id) };
+  const s = io(gw.url, { transports: ['websocket'], reconnection: false, forceNew: true, timeout: 5000, auth });
   s.userId = u.id;
   s.statuses = [];
   s.on('user:status', (ev) => s.statuses.push(ev));
@@ -68,6 +67,14 @@ function checkLog(gw) {
   assert.doesNotMatch(gw.log, /eyJ[\w-]+\.eyJ[\w-]+/, 'a JWT appeared in the log');
 }
 
+// With the gateway dead, marks `never` online with no lastActiveAt in its SQLite file.
+async function markOnlineNeverActive(gw, never) {
+  const file = gw.databaseUrl.slice('sqlite:'.length);
+  execFileSync('sqlite3', ['-cmd', '.timeout 5000', file,
+    `UPDATE users SET isOnline = 1, lastActiveAt = NULL, lastSeen = NULL WHERE id = '${never.id}'`], { timeout: 10000 });
+  return true;
+}
+
 function rmDir(gw) {
   if (gw) fs.rmSync(gw.dir, { recursive: true, force: true });
 }
@@ -83,13 +90,15 @@ describe('lifecycle: crash and restart', () => {
       for (let i = 0; i < 4; i++) users.push(await createUser(gw1, uname('crash')));
       const never = await createUser(gw1, uname('never')); // never connected: stays as it was
       const reader = await createUser(gw1, uname('reader'));
-      await createConversation(gw1, users.map((u) => u.id));
+      const conv = await createConversation(gw1, [...users.map((u) => u.id), reader.id]);
+      const anon = await createAnonymous(gw1, conv.id, uname('anon'));
       const ids = users.map((u) => u.id);
       const writesBefore = await metric(gw1, 'meeshy_db_updates_total');
       for (const u of users) socks.push(await connect(gw1, u));
+      socks.push(await connect(gw1, anon));
       // Wait until the connect writes (one row each) reached the store, so the crash leaves
       // them online there: that is what the restart has to repair.
-      await waitUntil(async () => (await metric(gw1, 'meeshy_db_updates_total')) >= writesBefore + users.length,
+      await waitUntil(async () => (await metric(gw1, 'meeshy_db_updates_total')) >= writesBefore + users.length + 1,
         { timeoutMs: 3000, what: 'connect writes in the store' });
       const live = await presence(gw1, ids, reader);
       for (const id of ids) {
@@ -104,12 +113,29 @@ describe('lifecycle: crash and restart', () => {
         }
       }
 
+      const anonLive = (await gw1.api('GET', `/api/conversations/${conv.id}/participants`, { token: userToken(reader.id) }))
+        .body.participants.find((p) => p.id === anon.id);
+      assert.equal(anonLive.isOnline, true);
+
       const r = await gw1.stop('SIGKILL');
       assert.equal(r.signal, 'SIGKILL');
       for (const s of socks) await withTimeout(s.gone, 5000, 'client sees the crash');
+      let repaired = users.length + 1;
+      let nullActive;
+      if (!MONGO) {
+        // A person left online that was never active: lastSeen becomes the restart time.
+        nullActive = await markOnlineNeverActive(gw1, never);
+        repaired++;
+      }
 
+      const tStart = Date.now();
       gw2 = await startGateway({ databaseUrl: gw1.databaseUrl });
-      assert.match(gw2.log, new RegExp(`\\[RECONCILE\\] set ${users.length} persons offline`));
+      assert.match(gw2.log, new RegExp(`\\[RECONCILE\\] set ${repaired} persons offline`));
+      const parts = (await gw2.api('GET', `/api/conversations/${conv.id}/participants`, { token: userToken(reader.id) })).body.participants;
+      const anonAfter = parts.find((p) => p.id === anon.id);
+      assert.equal(anonAfter.isOnline, false, 'the anonymous participant falsely online');
+      assert.equal(anonAfter.lastSeen, anonLive.lastActiveAt);
+      assert.equal(anonAfter.lastActiveAt, anonLive.lastActiveAt);
       const after = await presence(gw2, [...ids, never.id], reader);
       for (const id of ids) {
         assert.equal(after[id].isOnline, false, `${id} falsely online after the restart`);
@@ -117,8 +143,13 @@ describe('lifecycle: crash and restart', () => {
         assert.equal(after[id].lastSeen, live[id].lastActiveAt, 'lastSeen = lastActiveAt');
       }
       assert.equal(after[never.id].isOnline, false);
-      assert.equal(after[never.id].lastSeen, null);
       assert.equal(after[never.id].lastActiveAt, null);
+      if (nullActive) {
+        const seen = Date.parse(after[never.id].lastSeen);
+        assert.ok(seen >= tStart - 5 && seen <= Date.now(), `lastSeen ${after[never.id].lastSeen} is the restart time`);
+      } else {
+        assert.equal(after[never.id].lastSeen, null, 'a person never online keeps lastSeen null');
+      }
       if (!MONGO) {
         const rows = sqliteRows(gw2.databaseUrl, ids);
         for (const id of ids) {
@@ -217,6 +248,49 @@ describe('lifecycle: graceful shutdown', () => {
         const rows = sqliteRows(gw2.databaseUrl, ids);
         for (const u of active) assert.equal(new Date(rows[u.id].lastActiveAt).toISOString(), after[u.id].lastActiveAt);
         for (const u of connected) assert.equal(rows[u.id].isOnline, 0);
+      }
+    } finally {
+      for (const s of socks) s.close();
+      if (gw1 && gw1.exitCode === null && gw1.signal === null) await gw1.stop('SIGKILL');
+      rmDir(gw1);
+      if (gw2) { await gw2.stop(); checkLog(gw2); }
+    }
+  });
+
+  test('SIGTERM with 200 connections of 50 persons: every one told, all offline, exit 0 in < 5 s', T, async () => {
+    let gw1;
+    let gw2;
+    const socks = [];
+    try {
+      gw1 = await startGateway({ keepDir: true });
+      const reader = await createUser(gw1, uname('reader'));
+      const users = [];
+      for (let i = 0; i < 50; i++) users.push(await createUser(gw1, uname('many')));
+      // Conversations of 10: the shutdown's offline writes and broadcasts all happen at once.
+      for (let i = 0; i < users.length; i += 10) await createConversation(gw1, users.slice(i, i + 10).map((u) => u.id));
+      for (let tab = 0; tab < 4; tab++) {
+        socks.push(...await Promise.all(users.map((u) => connect(gw1, u))));
+      }
+      await waitUntil(async () => (await metric(gw1, 'meeshy_connected_sockets')) === 200, { what: '200 sockets' });
+      assert.equal(await metric(gw1, 'meeshy_online_users'), 50);
+      const t0 = Date.now();
+      gw1.child.kill('SIGTERM');
+      const reasons = await Promise.all(socks.map((s) => withTimeout(s.gone, 5000, 'disconnect on shutdown')));
+      for (const { reason } of reasons) assert.ok(['io server disconnect', 'transport close'].includes(reason), reason);
+      const r = await withTimeout(gw1.exited, 5000, 'exit within 5 s of SIGTERM');
+      const took = Date.now() - t0;
+      assert.equal(r.code, 0, gw1.log.slice(-3000));
+      assert.ok(took < 5000, `shutdown took ${took} ms`);
+      assert.equal(reasons.filter((x) => x.reason === 'io server disconnect').length, 200, 'every client got the Socket.IO disconnect');
+      checkLog(gw1);
+
+      gw2 = await startGateway({ databaseUrl: gw1.databaseUrl });
+      assert.match(gw2.log, /\[RECONCILE\] set 0 persons offline/);
+      const after = await presence(gw2, users.map((u) => u.id), reader);
+      for (const u of users) {
+        assert.equal(after[u.id].isOnline, false);
+        const seen = Date.parse(after[u.id].lastSeen);
+        assert.ok(seen >= t0 - 2 && seen <= t0 + took + 2, `lastSeen ${after[u.id].lastSeen}`);
       }
     } finally {
       for (const s of socks) s.close();

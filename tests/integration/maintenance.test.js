@@ -17,7 +17,7 @@ const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
 const { io } = require('socket.io-client');
 const {
-  startGateway, userToken, adminToken, createUser, createConversation, withTimeout, waitUntil,
+  startGateway, userToken, adminToken, createUser, createConversation, createAnonymous, withTimeout, waitUntil,
 } = require('./helpers');
 
 const MONGO = Boolean(process.env.PG_TEST_MONGO_URI);
@@ -37,16 +37,17 @@ function sql(gw, statement) {
   return execFileSync('sqlite3', ['-cmd', '.timeout 5000', dbFile(gw), statement], { encoding: 'utf8', timeout: 10000 }).trim();
 }
 
-// Marks a person online in the store with lastActiveAt agoMs in the past, as a dead node would.
-function makeZombie(gw, id, agoMs = 600000) {
-  const at = Date.now() - agoMs;
-  sql(gw, `UPDATE users SET isOnline = 1, lastActiveAt = ${at}, lastSeen = NULL WHERE id = '${id}'`);
-  assert.equal(sql(gw, `SELECT isOnline FROM users WHERE id = '${id}'`), '1');
+// Marks a person online in the store with lastActiveAt agoMs in the past (null: never active),
+// as a dead node would leave it.
+function makeZombie(gw, id, agoMs = 600000, table = 'users') {
+  const at = agoMs === null ? null : Date.now() - agoMs;
+  sql(gw, `UPDATE ${table} SET isOnline = 1, lastActiveAt = ${at === null ? 'NULL' : at}, lastSeen = NULL WHERE id = '${id}'`);
+  assert.equal(sql(gw, `SELECT isOnline FROM ${table} WHERE id = '${id}'`), '1');
   return at;
 }
 
-function row(gw, id) {
-  const out = sql(gw, `SELECT isOnline, coalesce(lastActiveAt, ''), coalesce(lastSeen, '') FROM users WHERE id = '${id}'`);
+function row(gw, id, table = 'users') {
+  const out = sql(gw, `SELECT isOnline, coalesce(lastActiveAt, ''), coalesce(lastSeen, '') FROM ${table} WHERE id = '${id}'`);
   const [isOnline, lastActiveAt, lastSeen] = out.split('|');
   return { isOnline: Number(isOnline), lastActiveAt: lastActiveAt ? Number(lastActiveAt) : null, lastSeen: lastSeen ? Number(lastSeen) : null };
 }
@@ -202,6 +203,79 @@ describe('maintenance: zombie cleanup thread', () => {
       assert.equal(v.body.isOnline, true);
       if (!MONGO) assert.equal(row(gw, idle.id).isOnline, 1);
       si.close();
+      sw.close();
+    } finally {
+      await stopClean(gw);
+    }
+  });
+});
+
+describe('maintenance: anonymous, never-active and grace', () => {
+  const INTERVAL = 200;
+
+  test('an anonymous zombie and a never-active zombie are cleaned; stats count them', { ...T, skip: NO_SQLITE }, async () => {
+    const gw = await startGateway({ env: { MAINTENANCE_INTERVAL_MS: String(INTERVAL), OFFLINE_THRESHOLD_MS: '400' } });
+    try {
+      const w = await createUser(gw, uname('anonwatch'));
+      const never = await createUser(gw, uname('never'));
+      const conv = await createConversation(gw, [w.id, never.id]);
+      const anon = await createAnonymous(gw, conv.id, uname('ghost'));
+      const sw = await connect(gw, w);
+      const before = await stats(gw);
+      makeZombie(gw, anon.id, 600000, 'anonymous_participants');
+      makeZombie(gw, never.id, null);
+      const t0 = Date.now();
+      const ea = await waitStatus(sw, (e) => e.userId === anon.id && !e.isOnline, 'anonymous zombie offline', 3000);
+      const en = await waitStatus(sw, (e) => e.userId === never.id && !e.isOnline, 'never-active zombie offline', 3000);
+      assert.equal(ea.isAnonymous, true);
+      assert.equal(ea.username, anon.username);
+      assert.match(ea.lastSeen, ISO);
+      assert.equal(en.isAnonymous, false);
+      assert.equal(en.lastActiveAt, null);
+      assert.equal(en.status, 'offline', 'never active is offline');
+      assert.ok(Date.parse(en.lastSeen) >= t0 - 50, 'lastSeen is the cleanup time');
+      await waitUntil(() => row(gw, anon.id, 'anonymous_participants').isOnline === 0 && row(gw, never.id).isOnline === 0,
+        { timeoutMs: 2000, what: 'rows offline' });
+      assert.equal(row(gw, anon.id, 'anonymous_participants').lastSeen, Date.parse(ea.lastSeen));
+      assert.equal(row(gw, never.id).lastActiveAt, null);
+      const after = await stats(gw);
+      assert.equal(after.zombiesCleanedTotal - before.zombiesCleanedTotal, 2);
+      assert.equal(after.onlineAnonymous, 0);
+      assert.equal(after.onlineUsers, 1);
+      sw.close();
+    } finally {
+      await stopClean(gw);
+    }
+  });
+
+  test('a person inside its disconnect grace is left alone; one offline event when the grace ends', { ...T, skip: NO_SQLITE }, async () => {
+    const GRACE = 1500;
+    const gw = await startGateway({
+      env: { MAINTENANCE_INTERVAL_MS: String(INTERVAL), OFFLINE_THRESHOLD_MS: '400', DISCONNECT_GRACE_MS: String(GRACE) },
+    });
+    try {
+      const a = await createUser(gw, uname('graced'));
+      const w = await createUser(gw, uname('gracewatch'));
+      await createConversation(gw, [a.id, w.id]);
+      const sw = await connect(gw, w);
+      const sa = await connect(gw, a);
+      await waitStatus(sw, (e) => e.userId === a.id && e.isOnline, 'a online');
+      await waitUntil(() => row(gw, a.id).isOnline === 1, { timeoutMs: 2000, what: 'connect write' });
+      makeZombie(gw, a.id, 3600000);
+      const t0 = Date.now();
+      sa.close();
+      // Runs inside the grace must not take it (the engine counts it as live).
+      await runsPass(gw, 3, INTERVAL);
+      assert.ok(Date.now() - t0 < GRACE, 'the runs ended inside the grace (slow machine?)');
+      assert.equal(sw.statuses.filter((e) => e.userId === a.id && !e.isOnline).length, 0, 'offline inside the grace');
+      assert.equal((await stats(gw)).zombiesCleanedTotal, 0);
+      const off = await waitStatus(sw, (e) => e.userId === a.id && !e.isOnline, 'offline after the grace', GRACE + 3000);
+      assert.ok(off.receivedAt - t0 >= GRACE - 50, 'offline came before the grace ended');
+      // Later runs find it offline in the store: no second event, nothing cleaned.
+      await runsPass(gw, 3, INTERVAL);
+      await barrier(gw, [sw]);
+      assert.deepEqual(sw.statuses.filter((e) => e.userId === a.id).map((e) => e.isOnline), [true, false]);
+      assert.equal((await stats(gw)).zombiesCleanedTotal, 0);
       sw.close();
     } finally {
       await stopClean(gw);
