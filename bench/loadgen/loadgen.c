@@ -139,7 +139,7 @@ static struct {
     uint64_t ready_now, connects_done;
 } st;
 
-static struct samples lat_delivery, lat_change, lat_connect;
+static struct samples lat_delivery, lat_change, lat_connect, lat_on, lat_off;
 static int64_t phase_start_ns;
 static bool issuing;
 static bool measuring; /* from the first change on: earlier user:status are the ramp's own */
@@ -548,6 +548,7 @@ static void on_status(uint32_t peer, const char *p, size_t len)
     rm->mask &= ~bit;
     st.deliveries++;
     sample_add(&lat_delivery, now - rm->t0);
+    sample_add(rm->online ? &lat_on : &lat_off, now - rm->t0);
     if (rm->mask == 0)
         change_done(rm, now);
 }
@@ -1211,6 +1212,8 @@ int main(int argc, char **argv)
     qsort(lat_delivery.v, lat_delivery.n, sizeof(int64_t), cmp_i64);
     qsort(lat_change.v, lat_change.n, sizeof(int64_t), cmp_i64);
     qsort(lat_connect.v, lat_connect.n, sizeof(int64_t), cmp_i64);
+    qsort(lat_on.v, lat_on.n, sizeof(int64_t), cmp_i64);
+    qsort(lat_off.v, lat_off.n, sizeof(int64_t), cmp_i64);
 
     const char *mode = cfg.mode == MODE_CONNECT ? "connect"
                        : cfg.mode == MODE_IDLE  ? "idle"
@@ -1236,12 +1239,18 @@ int main(int argc, char **argv)
                ", reconnects %" PRIu64 ")\n",
                st.deliveries, dps, st.missing, st.unexpected, st.short_writes, st.server_closes,
                st.ramp_status, st.connects_done - ramp_connects);
+        printf("engine.io pings answered: %" PRIu64 "\n", st.pings);
         printf("delivery latency ms: p50 %.3f p90 %.3f p99 %.3f p99.9 %.3f max %.3f (n %zu)\n",
                pct_ms(&lat_delivery, 50), pct_ms(&lat_delivery, 90), pct_ms(&lat_delivery, 99),
                pct_ms(&lat_delivery, 99.9), pct_ms(&lat_delivery, 100), lat_delivery.n);
         printf("change->every peer ms: p50 %.3f p90 %.3f p99 %.3f max %.3f (n %zu)\n",
                pct_ms(&lat_change, 50), pct_ms(&lat_change, 90), pct_ms(&lat_change, 99),
                pct_ms(&lat_change, 100), lat_change.n);
+        if (!cfg.change_msg)
+            printf("by kind ms: offline (close) p50 %.3f p99 %.3f (n %zu); online (reconnect) p50 "
+                   "%.3f p99 %.3f (n %zu)\n",
+                   pct_ms(&lat_off, 50), pct_ms(&lat_off, 99), lat_off.n, pct_ms(&lat_on, 50),
+                   pct_ms(&lat_on, 99), lat_on.n);
     }
     double srv_cpu = p2.cpu_s - p1.cpu_s;
     double lg_cpu = self2 - self1;
@@ -1288,6 +1297,8 @@ int main(int argc, char **argv)
     free(lat_delivery.v);
     free(lat_change.v);
     free(lat_connect.v);
+    free(lat_on.v);
+    free(lat_off.v);
     close(tfd);
     close(ep);
     bool ok = st.missing == 0 && st.unexpected == 0 &&
