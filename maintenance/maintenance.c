@@ -20,6 +20,13 @@
  * The callbacks run on the thread doing the run (the maintenance thread or the HTTP thread of
  * maint_run_now), never on a loop thread: the Socket.IO engine must hand the broadcast over
  * to its loops itself.
+ *
+ * The engine connects and disconnects persons while a run goes on, and "no live connection"
+ * is only true at the instant it is asked. So a candidate is (1) asked about, (2) read again
+ * through the store's pending overlay (a disconnect or connect just before is seen there),
+ * (3) set offline and broadcast, and (4) asked about once more: a connect that landed between
+ * (2) and (3) gets a second online write and broadcast, so the last word is right. A connect
+ * after (4) writes and broadcasts after us by itself.
  */
 #include "maintenance/maintenance.h"
 
@@ -109,6 +116,40 @@ int maint_reconcile(struct maint *m)
     return 0;
 }
 
+/* A zombie candidate is read again, through the store's pending overlay, once the engine has
+ * said it holds no connection of it: between the zombie query and that answer its last
+ * connection may have closed (the engine then set it offline and told its peers already), or
+ * it may have connected just after the answer (the engine wrote it online with a fresh
+ * lastActiveAt). Either way it is no zombie any more, and setting it offline again would send
+ * a second offline event or put a connected person offline. A store error skips it: the next
+ * run retries. */
+static bool still_zombie(struct maint *m, const char *id, int64_t cutoff_ms)
+{
+    struct store_person cur = {0};
+    int rc = store_person_get(m->_store, id, &cur);
+    bool zombie = rc == 0 && cur.is_online && cur.last_active_at_ms < cutoff_ms;
+    store_person_clear(&cur);
+    if (rc != 0 && rc != STORE_ERR_NOT_FOUND)
+        log_warnx("[CLEANUP] user=%s: re-read failed (store error %d), left for the next run", id,
+                  rc);
+    return zombie;
+}
+
+/* The person connected while the cleanup was setting it offline: the engine's online write
+ * and broadcast may have gone out before ours. Writing and broadcasting online once more
+ * makes "online" the last word in the store and for every peer. A connect after the second
+ * live check needs nothing: its own write and broadcast come after ours. */
+static void keep_online(struct maint *m, struct store_person *p)
+{
+    int64_t now = util_now_ms();
+    store_presence_online(m->_store, p->id, p->is_anonymous, now);
+    p->is_online = true;
+    p->last_active_at_ms = now;
+    if (m->_broadcast != NULL)
+        m->_broadcast(m->_cls, p);
+    log_info("[CLEANUP] user=%s connected during the cleanup: kept online", p->id);
+}
+
 /* One cleanup. Appends the ids cleaned to cleaned (may be NULL). Returns 0 or a STORE_ERR_*. */
 static int run_once(struct maint *m, json_t *cleaned)
 {
@@ -124,17 +165,24 @@ static int run_once(struct maint *m, json_t *cleaned)
     }
 
     uint64_t count = 0;
+    int64_t cutoff = now - m->_threshold_ms;
     for (size_t i = 0; i < zombies.count; i++) {
         struct store_person *p = &zombies.items[i];
         /* Idle but connected is not a zombie (SPEC §1 fix), nor a person inside the
          * disconnect grace: the engine counts those as live. */
         if (m->_live != NULL && m->_live(m->_cls, p->id) > 0)
             continue;
+        if (!still_zombie(m, p->id, cutoff))
+            continue;
         store_presence_offline(m->_store, p->id, p->is_anonymous, now);
         p->is_online = false;
         p->last_seen_ms = now;
         if (m->_broadcast != NULL)
             m->_broadcast(m->_cls, p);
+        if (m->_live != NULL && m->_live(m->_cls, p->id) > 0) {
+            keep_online(m, p);
+            continue;
+        }
         if (cleaned != NULL)
             json_array_append_new(cleaned, json_string(p->id));
         count++;

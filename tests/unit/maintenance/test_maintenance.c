@@ -34,6 +34,12 @@ struct engine {
     struct store_person got[MAX_PERSONS];
     int ngot;
     int live_calls;
+    /* Race simulation: called (engine lock not held) on every live query and on every
+     * broadcast, to make the engine act between the cleanup's steps. */
+    void (*on_live)(struct engine *e, const char *id);
+    void (*on_broadcast)(struct engine *e, const struct store_person *p);
+    struct store *store;
+    int hook_fired;
 };
 
 struct fixture {
@@ -46,6 +52,8 @@ struct fixture {
 static int live_cb(void *cls, const char *id)
 {
     struct engine *e = cls;
+    if (e->on_live != NULL)
+        e->on_live(e, id);
     pthread_mutex_lock(&e->lock);
     e->live_calls++;
     int n = 0;
@@ -63,6 +71,8 @@ static void broadcast_cb(void *cls, const struct store_person *p)
     assert_true(e->ngot < MAX_PERSONS);
     store_person_copy(&e->got[e->ngot++], p);
     pthread_mutex_unlock(&e->lock);
+    if (e->on_broadcast != NULL)
+        e->on_broadcast(e, p);
 }
 
 static int engine_ngot(struct engine *e)
@@ -84,6 +94,7 @@ static int setup(void **state)
     f->cfg.maintenance_interval_ms = 60000;
     f->cfg.offline_threshold_ms = THRESHOLD_MS;
     pthread_mutex_init(&f->eng.lock, NULL);
+    f->eng.store = f->store;
     *state = f;
     return 0;
 }
@@ -495,6 +506,125 @@ static void test_store_failure(void **state)
     maint_free(m);
 }
 
+/* --- races with the engine (each one a regression test) ------------------------------------ */
+
+/* The person was connected (idle) when the zombie query ran, and its last connection closed
+ * just before the live check: the engine has already set it offline and told its peers. */
+static void engine_disconnects_first(struct engine *e, const char *id)
+{
+    if (e->hook_fired++ == 0)
+        store_presence_offline(e->store, id, false, util_now_ms());
+}
+
+static void test_race_disconnect_before_check(void **state)
+{
+    struct fixture *f = *state;
+    char idle[OID_HEX_LEN + 1];
+    online_user(f, "leaving", util_now_ms() - THRESHOLD_MS - 60000, idle);
+    f->eng.on_live = engine_disconnects_first;
+    struct maint *m = maint_new(&f->cfg, f->store);
+    maint_set_callbacks(m, live_cb, broadcast_cb, &f->eng);
+    json_t *res = maint_run_now(m);
+    assert_int_equal(f->eng.hook_fired, 1);
+    /* not a zombie: no second offline event, not counted */
+    assert_int_equal(json_integer_value(json_object_get(res, "count")), 0);
+    json_decref(res);
+    assert_int_equal(engine_ngot(&f->eng), 0);
+    expect_stored(f, idle, false, NULL);
+    maint_free(m);
+}
+
+/* A zombie connects right after the live check said "no connection": the engine writes it
+ * online and broadcasts; the cleanup must not then set it offline over that. */
+static void engine_connects_after_check(struct engine *e, const char *id)
+{
+    if (e->hook_fired++ == 0) {
+        pthread_mutex_lock(&e->lock);
+        strcpy(e->live[e->nlive++], id);
+        pthread_mutex_unlock(&e->lock);
+        store_presence_online(e->store, id, false, util_now_ms());
+    }
+}
+
+/* Answers from before the hook runs: the check saw no connection, the connect landed just
+ * after it. */
+static int live_cb_before_hook(void *cls, const char *id)
+{
+    struct engine *e = cls;
+    pthread_mutex_lock(&e->lock);
+    e->live_calls++;
+    int n = 0;
+    for (int i = 0; i < e->nlive; i++)
+        if (strcmp(e->live[i], id) == 0)
+            n++;
+    pthread_mutex_unlock(&e->lock);
+    if (e->on_live != NULL)
+        e->on_live(e, id);
+    return n;
+}
+
+static void test_race_connect_after_check(void **state)
+{
+    struct fixture *f = *state;
+    char z[OID_HEX_LEN + 1];
+    online_user(f, "returning", util_now_ms() - THRESHOLD_MS - 60000, z);
+    f->eng.on_live = engine_connects_after_check;
+    struct maint *m = maint_new(&f->cfg, f->store);
+    maint_set_callbacks(m, live_cb_before_hook, broadcast_cb, &f->eng);
+    json_t *res = maint_run_now(m);
+    assert_true(f->eng.hook_fired >= 1);
+    assert_int_equal(json_integer_value(json_object_get(res, "count")), 0);
+    json_decref(res);
+    /* no offline event may be the last word on a connected person */
+    int n = engine_ngot(&f->eng);
+    if (n > 0)
+        assert_true(f->eng.got[n - 1].is_online);
+    expect_stored(f, z, true, NULL);
+    maint_free(m);
+}
+
+/* The zombie connects while the cleanup sets it offline: the hook marks it live and writes it
+ * online, standing for a connect whose write and broadcast went out just before the
+ * cleanup's. The store and the last event must still say online. */
+static void engine_connects_on_broadcast(struct engine *e, const struct store_person *p)
+{
+    if (!p->is_online && e->hook_fired == 0) {
+        e->hook_fired = 1;
+        pthread_mutex_lock(&e->lock);
+        strcpy(e->live[e->nlive++], p->id);
+        pthread_mutex_unlock(&e->lock);
+        store_presence_online(e->store, p->id, p->is_anonymous, util_now_ms());
+    }
+}
+
+static void test_race_connect_during_write(void **state)
+{
+    struct fixture *f = *state;
+    char z[OID_HEX_LEN + 1], other[OID_HEX_LEN + 1];
+    online_user(f, "racer", util_now_ms() - THRESHOLD_MS - 60000, z);
+    online_user(f, "plain", util_now_ms() - THRESHOLD_MS - 50000, other);
+    f->eng.on_broadcast = engine_connects_on_broadcast;
+    struct maint *m = maint_new(&f->cfg, f->store);
+    maint_set_callbacks(m, live_cb, broadcast_cb, &f->eng);
+    json_t *res = maint_run_now(m);
+    assert_int_equal(f->eng.hook_fired, 1);
+    /* whichever of the two the hook caught is online; the other one is cleaned */
+    assert_int_equal(json_integer_value(json_object_get(res, "count")), 1);
+    json_t *cleaned = json_object_get(res, "cleaned");
+    const char *gone = json_string_value(json_array_get(cleaned, 0));
+    const char *back = strcmp(gone, z) == 0 ? other : z;
+    expect_stored(f, back, true, NULL);
+    expect_stored(f, gone, false, NULL);
+    int last = -1;
+    for (int i = 0; i < engine_ngot(&f->eng); i++)
+        if (strcmp(f->eng.got[i].id, back) == 0)
+            last = i;
+    assert_true(last >= 0);
+    assert_true(f->eng.got[last].is_online);
+    json_decref(res);
+    maint_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -509,6 +639,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reconcile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_race_disconnect_before_check, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_race_connect_after_check, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_race_connect_during_write, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
