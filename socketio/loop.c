@@ -980,13 +980,14 @@ void sio__loop_grace_add(struct sio_loop *l, const char *id, uint32_t gen)
     l->grace_tail = g;
 }
 
-static void maybe_trim(struct sio_loop *l)
+static void maybe_trim(struct sio_loop *l, bool idle)
 {
-    /* glibc keeps freed context memory after a burst; give it back (STACK-NOTES §9). */
-    if (l->freed_ctx < 512)
+    /* glibc keeps freed context memory after a burst; give it back (STACK-NOTES §9): when the
+     * loop goes idle after freeing contexts, and during long bursts at most once a second. */
+    if (l->freed_ctx == 0)
         return;
     int64_t now = sio__mono_ms();
-    if (now - l->last_trim_ms < 1000)
+    if (!idle && (l->freed_ctx < 4096 || now - l->last_trim_ms < 1000))
         return;
     l->freed_ctx = 0;
     l->last_trim_ms = now;
@@ -1000,7 +1001,8 @@ void *sio__loop_main(void *arg)
     struct epoll_event evs[256];
     for (;;) {
         timer_arm(l);
-        int n = epoll_wait(l->epfd, evs, 256, -1);
+        /* After a burst of freed contexts, wake up once more to trim even if all goes idle. */
+        int n = epoll_wait(l->epfd, evs, 256, l->freed_ctx > 0 ? 1100 : -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -1034,13 +1036,18 @@ void *sio__loop_main(void *arg)
                     continue;
                 }
             }
-            if (c->state == SIO_ST_FLUSHING)
+            if (c->state == SIO_ST_FLUSHING) {
+                /* The peer is gone: nothing more can be written (level-triggered HUP would
+                 * otherwise spin until the flush timeout). */
+                if (ev & (EPOLLHUP | EPOLLERR))
+                    flushing_done(c);
                 continue;
+            }
             if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 conn_on_readable(c);
         }
         reap_all(l);
-        maybe_trim(l);
+        maybe_trim(l, n == 0);
         if (l->stopping) {
             if (l->conns == NULL)
                 break;
