@@ -109,6 +109,6 @@ test(`${N} idle authenticated connections`, { timeout: 600000 }, async (t) => {
   } finally {
     for (const ws of sockets) ws.terminate();
     await gw.stop();
-    assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|runtime error:/);
+    assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:/);
   }
 });

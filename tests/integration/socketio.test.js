@@ -24,7 +24,7 @@ const uname = (p) => `${p}${process.pid}x${++seq}`;
 async function stopClean(gw) {
   if (!gw) return;
   await gw.stop();
-  assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|runtime error:/, 'sanitizer report');
+  assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:/, 'sanitizer report');
   assert.doesNotMatch(gw.log, /eyJ[\w-]+\.eyJ[\w-]+/, 'a JWT appeared in the log');
 }
 
@@ -529,7 +529,7 @@ describe('socketio: disconnect grace and shutdown', () => {
       assert.equal(r.code, 0);
     } finally {
       if (gw.exitCode === null) await gw.stop();
-      assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|runtime error:/);
+      assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:/);
     }
   });
 });
