@@ -184,6 +184,12 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static void sort_samples(struct samples *s)
+{
+    if (s->n > 0)
+        qsort(s->v, s->n, sizeof(*s->v), cmp_i64);
+}
+
 static double pct_ms(const struct samples *s, double p)
 {
     if (s->n == 0)
@@ -1209,11 +1215,11 @@ int main(int argc, char **argv)
         self2 = self_cpu_s();
     }
 
-    qsort(lat_delivery.v, lat_delivery.n, sizeof(int64_t), cmp_i64);
-    qsort(lat_change.v, lat_change.n, sizeof(int64_t), cmp_i64);
-    qsort(lat_connect.v, lat_connect.n, sizeof(int64_t), cmp_i64);
-    qsort(lat_on.v, lat_on.n, sizeof(int64_t), cmp_i64);
-    qsort(lat_off.v, lat_off.n, sizeof(int64_t), cmp_i64);
+    sort_samples(&lat_delivery);
+    sort_samples(&lat_change);
+    sort_samples(&lat_connect);
+    sort_samples(&lat_on);
+    sort_samples(&lat_off);
 
     const char *mode = cfg.mode == MODE_CONNECT ? "connect"
                        : cfg.mode == MODE_IDLE  ? "idle"
