@@ -153,8 +153,10 @@ int gw_config_load(struct gw_config *cfg, int argc, char **argv, gw_env_fn env, 
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            gw_config_free(cfg);
             return GW_CONFIG_HELP;
+        }
         if (!strcmp(a, "--dev")) {
             cfg->dev = true;
             continue;
