@@ -9,8 +9,12 @@
  * connects costs a handful of transactions instead of 10,000 fsyncs (STACK-NOTES §5: batching
  * matters far more than the synchronous setting).
  *
- * Everything else (reads, provisioning, maintenance) goes straight to the backend, with ids
- * checked and lowercased here so that both backends see the same input.
+ * Reads of one person (store_person_get, store_person_by_session_token: every authenticated
+ * REST request and handshake) are served from a bounded cache of the rows last read from the
+ * backend, so that a known person costs a hash look-up instead of a database query (≈ 5.5 us
+ * in SQLite, a round trip in MongoDB; SPEC §5 "REST" and §3 "reads ... are cached where
+ * safe"). Everything else (list reads, provisioning, maintenance) goes straight to the
+ * backend, with ids checked and lowercased here so that both backends see the same input.
  *
  * DESIGN
  *
@@ -36,17 +40,39 @@
  *   removed between its backend read and its overlay look-up) reads again.
  * - Close: sets _stopping, lets the writer drain (retrying failures) until the deadline, then
  *   joins it. Writes left over are logged and reported as STORE_ERR_UNAVAILABLE.
+ * - Person cache: STORE_CACHE_SHARDS shards, one mutex each, of at most
+ *   STORE_CACHE_PER_SHARD rows (id -> the row as the backend holds it, overlay NOT applied,
+ *   strings packed in the entry's one allocation) plus as many session tokens (token -> id).
+ *   A full shard evicts its oldest fill; a row is trusted _cache_ttl_ms after its fill
+ *   (2 s: the bound on how long a change by another writer of a shared MongoDB, such as role
+ *   or isActive, goes unseen). The writer sweeps expired entries about once a second, so an
+ *   idle gateway does not keep a burst of handshakes' rows, and returns the memory of a big
+ *   sweep to the system. Only the writer changes presence in the backend, so only it must
+ *   keep cached presence right: after a batch lands and before its overlay entries go, it
+ *   bumps _cache_gen and applies each merged update to the cached row under the shard lock.
+ *   Lock order: shard lock, then _mu; the writer never holds both.
+ *   * A hit copies the row and applies the overlay while it holds the shard lock. Any batch
+ *     whose overlay entries are gone by then updated the row before (the writer updates rows,
+ *     then removes entries), and the row cannot change under the lock: row + overlay is exact.
+ *   * A miss reads the backend, then fills the row under the shard lock only when _cache_gen
+ *     is what it was before the backend read. A batch that lands during the read either
+ *     bumped the generation before the check (no fill: the row may predate it; the read is
+ *     retried, as the read of an uncached row always was) or will find the filled row and
+ *     update it. Provisioning bumps the generation and drops the person's row after its write.
  */
 #include "store/store.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include <uthash.h>
+#include <utlist.h>
 
 #include "common/log.h"
 #include "common/xmalloc.h"
@@ -63,6 +89,14 @@
 #define STORE_BACKOFF_MAX_MS 2000
 #define STORE_READ_RETRIES 4
 #define STORE_TOKEN_MAX 256
+#ifndef STORE_CACHE_SHARDS
+#define STORE_CACHE_SHARDS 64
+#endif
+#ifndef STORE_CACHE_PER_SHARD
+#define STORE_CACHE_PER_SHARD (STORE_CACHE_MAX_ENTRIES / STORE_CACHE_SHARDS)
+#endif
+#define STORE_CACHE_SWEEP_MS 1000
+#define STORE_CACHE_TRIM_MIN 4096 /* entries freed by one sweep before malloc_trim */
 
 enum qkind { Q_ONLINE = 1, Q_OFFLINE, Q_ACTIVITY };
 
@@ -83,6 +117,32 @@ struct overlay_entry {
 struct batch_item {
     struct store_write w;
     UT_hash_handle hh;
+};
+
+/* A cached person row; its strings point into strings[]. */
+struct pcache_entry {
+    UT_hash_handle hh; /* key: p.id */
+    struct pcache_entry *prev, *next; /* fill order, oldest first */
+    int64_t filled_ms;                /* monotonic */
+    struct store_person p;
+    char strings[];
+};
+
+/* A cached session token -> person id. */
+struct tcache_entry {
+    UT_hash_handle hh; /* key: token */
+    struct tcache_entry *prev, *next;
+    int64_t filled_ms;
+    char id[OID_HEX_LEN + 1];
+    char token[];
+};
+
+struct cache_shard {
+    pthread_mutex_t lock;
+    struct pcache_entry *persons, *persons_fifo;
+    struct tcache_entry *tokens, *tokens_fifo;
+    size_t npersons, ntokens;
+    uint64_t hits, misses, evictions;
 };
 
 struct store {
@@ -106,6 +166,13 @@ struct store {
 
     /* stats, under _mu */
     uint64_t _rows_written, _batches_written, _write_failures, _queue_dropped;
+
+    /* the person cache (see DESIGN) */
+    struct cache_shard *_cache;
+    _Atomic int64_t _cache_ttl_ms;
+    _Atomic uint64_t _cache_gen;  /* bumped before cached rows change under a reader */
+    _Atomic uint64_t _cache_size; /* rows + tokens cached */
+    int64_t _swept_ms;            /* writer only */
 };
 
 /* --- small helpers ------------------------------------------------------------------------ */
@@ -225,6 +292,328 @@ static uint64_t applied_seq(struct store *s)
     return v;
 }
 
+/* --- the person cache ---------------------------------------------------------------------- */
+
+static struct cache_shard *cache_shard_of(struct store *s, const char *key)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *c = (const unsigned char *)key; *c != '\0'; c++) {
+        h ^= *c;
+        h *= 16777619u;
+    }
+    return &s->_cache[h % STORE_CACHE_SHARDS];
+}
+
+static int64_t cache_ttl(struct store *s)
+{
+    return atomic_load_explicit(&s->_cache_ttl_ms, memory_order_relaxed);
+}
+
+/* A cache entry holding a copy of p, strings packed after the struct. */
+static struct pcache_entry *pentry_new(const struct store_person *p, int64_t now_ms)
+{
+    const char *src[6] = {p->username, p->display_name, p->first_name,
+                          p->last_name, p->email,        p->avatar};
+    size_t len[6], total = 0;
+    for (int i = 0; i < 6; i++) {
+        len[i] = src[i] != NULL ? strlen(src[i]) + 1 : 0;
+        total += len[i];
+    }
+    struct pcache_entry *e = xmalloc(sizeof(*e) + total);
+    memset(e, 0, sizeof(*e));
+    e->filled_ms = now_ms;
+    e->p = *p;
+    char **dst[6] = {&e->p.username,  &e->p.display_name, &e->p.first_name,
+                     &e->p.last_name, &e->p.email,        &e->p.avatar};
+    char *w = e->strings;
+    for (int i = 0; i < 6; i++) {
+        if (src[i] == NULL) {
+            *dst[i] = NULL;
+            continue;
+        }
+        memcpy(w, src[i], len[i]);
+        *dst[i] = w;
+        w += len[i];
+    }
+    return e;
+}
+
+static void pentry_del_locked(struct store *s, struct cache_shard *sh, struct pcache_entry *e)
+{
+    HASH_DEL(sh->persons, e);
+    DL_DELETE(sh->persons_fifo, e);
+    sh->npersons--;
+    atomic_fetch_sub_explicit(&s->_cache_size, 1, memory_order_relaxed);
+    free(e);
+}
+
+static void tentry_del_locked(struct store *s, struct cache_shard *sh, struct tcache_entry *e)
+{
+    HASH_DEL(sh->tokens, e);
+    DL_DELETE(sh->tokens_fifo, e);
+    sh->ntokens--;
+    atomic_fetch_sub_explicit(&s->_cache_size, 1, memory_order_relaxed);
+    free(e);
+}
+
+/* The writer sleeps without a timeout while the cache is empty: wake it for the sweeps when
+ * the first entry appears. Called with no lock held. */
+static void cache_wake_sweeper(struct store *s)
+{
+    pthread_mutex_lock(&s->_mu);
+    pthread_cond_signal(&s->_work_cv);
+    pthread_mutex_unlock(&s->_mu);
+}
+
+/* Inserts e (replacing the row of the same id, evicting the oldest fill of a full shard).
+ * Returns true when the cache went from empty to non-empty. Shard lock held. */
+static bool pentry_put_locked(struct store *s, struct cache_shard *sh, struct pcache_entry *e)
+{
+    struct pcache_entry *old;
+    HASH_FIND_STR(sh->persons, e->p.id, old);
+    if (old != NULL) {
+        pentry_del_locked(s, sh, old);
+    } else if (sh->npersons >= STORE_CACHE_PER_SHARD) {
+        pentry_del_locked(s, sh, sh->persons_fifo);
+        sh->evictions++;
+    }
+    HASH_ADD_STR(sh->persons, p.id, e);
+    DL_APPEND(sh->persons_fifo, e);
+    sh->npersons++;
+    return atomic_fetch_add_explicit(&s->_cache_size, 1, memory_order_relaxed) == 0;
+}
+
+/* A fresh cached row of nid, overlay applied, into *out: true on a hit. */
+static bool pcache_get(struct store *s, const char *nid, struct store_person *out)
+{
+    int64_t ttl = cache_ttl(s);
+    if (ttl <= 0)
+        return false;
+    struct cache_shard *sh = cache_shard_of(s, nid);
+    int64_t now = util_mono_ms();
+    struct pcache_entry *e;
+    pthread_mutex_lock(&sh->lock);
+    HASH_FIND_STR(sh->persons, nid, e);
+    if (e == NULL || now - e->filled_ms >= ttl) {
+        pthread_mutex_unlock(&sh->lock);
+        return false;
+    }
+    sh->hits++;
+    store_person_copy(out, &e->p);
+    /* Under the shard lock: the writer cannot update this row between the copy and the
+     * overlay look-up (see DESIGN). */
+    pthread_mutex_lock(&s->_mu);
+    overlay_apply_locked(s, out);
+    pthread_mutex_unlock(&s->_mu);
+    pthread_mutex_unlock(&sh->lock);
+    return true;
+}
+
+/* A row p just read from the backend, with gen0 the generation seen before the read: caches
+ * it and applies the overlay when no batch landed meanwhile, and returns true. Otherwise
+ * returns false (the caller reads again), unless last: then the overlay is applied to the
+ * uncached row as the best answer left. */
+static bool pcache_publish(struct store *s, struct store_person *p, uint64_t gen0, bool last)
+{
+    int64_t ttl = cache_ttl(s);
+    struct pcache_entry *e = ttl > 0 ? pentry_new(p, util_mono_ms()) : NULL;
+    struct cache_shard *sh = cache_shard_of(s, p->id);
+    bool woke = false;
+    pthread_mutex_lock(&sh->lock);
+    bool fresh = atomic_load(&s->_cache_gen) == gen0;
+    if (!fresh && !last) {
+        pthread_mutex_unlock(&sh->lock);
+        free(e);
+        return false;
+    }
+    sh->misses++;
+    if (fresh && e != NULL) {
+        woke = pentry_put_locked(s, sh, e);
+        e = NULL;
+    }
+    pthread_mutex_lock(&s->_mu);
+    overlay_apply_locked(s, p);
+    pthread_mutex_unlock(&s->_mu);
+    pthread_mutex_unlock(&sh->lock);
+    free(e);
+    if (woke)
+        cache_wake_sweeper(s);
+    return true;
+}
+
+/* Drops the cached row of nid after a write to it that did not go through the writer. */
+static void pcache_forget(struct store *s, const char *nid)
+{
+    atomic_fetch_add(&s->_cache_gen, 1); /* fills that read before the write do not land */
+    struct cache_shard *sh = cache_shard_of(s, nid);
+    struct pcache_entry *e;
+    pthread_mutex_lock(&sh->lock);
+    HASH_FIND_STR(sh->persons, nid, e);
+    if (e != NULL)
+        pentry_del_locked(s, sh, e);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+/* Drops every cached row (and the tokens too when tokens). */
+static void cache_clear(struct store *s, bool tokens)
+{
+    atomic_fetch_add(&s->_cache_gen, 1);
+    for (int i = 0; i < STORE_CACHE_SHARDS; i++) {
+        struct cache_shard *sh = &s->_cache[i];
+        pthread_mutex_lock(&sh->lock);
+        while (sh->persons_fifo != NULL)
+            pentry_del_locked(s, sh, sh->persons_fifo);
+        while (tokens && sh->tokens_fifo != NULL)
+            tentry_del_locked(s, sh, sh->tokens_fifo);
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
+/* The person id of a fresh cached session token into id: true on a hit. */
+static bool tcache_get(struct store *s, const char *token, char id[OID_HEX_LEN + 1])
+{
+    int64_t ttl = cache_ttl(s);
+    if (ttl <= 0)
+        return false;
+    struct cache_shard *sh = cache_shard_of(s, token);
+    int64_t now = util_mono_ms();
+    struct tcache_entry *e;
+    bool hit = false;
+    pthread_mutex_lock(&sh->lock);
+    HASH_FIND_STR(sh->tokens, token, e);
+    if (e != NULL && now - e->filled_ms < ttl) {
+        memcpy(id, e->id, OID_HEX_LEN + 1);
+        hit = true;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return hit;
+}
+
+/* Remembers token -> id (an anonymous participant's token never changes). */
+static void tcache_put(struct store *s, const char *token, const char *id)
+{
+    if (cache_ttl(s) <= 0)
+        return;
+    size_t len = strlen(token);
+    struct tcache_entry *e = xmalloc(sizeof(*e) + len + 1);
+    memset(e, 0, sizeof(*e));
+    e->filled_ms = util_mono_ms();
+    memcpy(e->id, id, sizeof(e->id));
+    memcpy(e->token, token, len + 1);
+    struct cache_shard *sh = cache_shard_of(s, token);
+    struct tcache_entry *old;
+    pthread_mutex_lock(&sh->lock);
+    HASH_FIND_STR(sh->tokens, token, old);
+    if (old != NULL) {
+        tentry_del_locked(s, sh, old);
+    } else if (sh->ntokens >= STORE_CACHE_PER_SHARD) {
+        tentry_del_locked(s, sh, sh->tokens_fifo);
+        sh->evictions++;
+    }
+    HASH_ADD_STR(sh->tokens, token, e);
+    DL_APPEND(sh->tokens_fifo, e);
+    sh->ntokens++;
+    bool woke = atomic_fetch_add_explicit(&s->_cache_size, 1, memory_order_relaxed) == 0;
+    pthread_mutex_unlock(&sh->lock);
+    if (woke)
+        cache_wake_sweeper(s);
+}
+
+static void tcache_forget(struct store *s, const char *token)
+{
+    struct cache_shard *sh = cache_shard_of(s, token);
+    struct tcache_entry *e;
+    pthread_mutex_lock(&sh->lock);
+    HASH_FIND_STR(sh->tokens, token, e);
+    if (e != NULL)
+        tentry_del_locked(s, sh, e);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+/* The writer, after a batch landed and before its overlay entries go: cached rows take the
+ * presence the backend now holds. No lock held on entry. */
+static void cache_apply_batch(struct store *s, const struct store_write *w, size_t n)
+{
+    atomic_fetch_add(&s->_cache_gen, 1);
+    for (size_t i = 0; i < n; i++) {
+        struct cache_shard *sh = cache_shard_of(s, w[i].id);
+        struct pcache_entry *e;
+        pthread_mutex_lock(&sh->lock);
+        HASH_FIND_STR(sh->persons, w[i].id, e);
+        if (e != NULL) {
+            if (w[i].set_online)
+                e->p.is_online = w[i].is_online;
+            if (w[i].last_active_at_ms != 0)
+                e->p.last_active_at_ms = w[i].last_active_at_ms;
+            if (w[i].last_seen_ms != 0)
+                e->p.last_seen_ms = w[i].last_seen_ms;
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
+/* Frees the entries whose TTL has passed (fills are in time order: only heads can be
+ * expired). Returns how many were freed. No lock held on entry. */
+static size_t cache_sweep(struct store *s, int64_t now_ms)
+{
+    int64_t ttl = cache_ttl(s);
+    size_t freed = 0;
+    for (int i = 0; i < STORE_CACHE_SHARDS; i++) {
+        struct cache_shard *sh = &s->_cache[i];
+        pthread_mutex_lock(&sh->lock);
+        while (sh->persons_fifo != NULL && now_ms - sh->persons_fifo->filled_ms >= ttl) {
+            pentry_del_locked(s, sh, sh->persons_fifo);
+            freed++;
+        }
+        while (sh->tokens_fifo != NULL && now_ms - sh->tokens_fifo->filled_ms >= ttl) {
+            tentry_del_locked(s, sh, sh->tokens_fifo);
+            freed++;
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+#ifdef __GLIBC__
+    /* A burst of handshakes leaves thousands of small blocks freed at once: give the pages
+     * back, so that idle connections are not charged for rows nobody reads. */
+    if (freed >= STORE_CACHE_TRIM_MIN)
+        malloc_trim(0);
+#endif
+    return freed;
+}
+
+/* The writer's periodic sweep: when due, drops _mu, sweeps, takes _mu again. */
+static void writer_sweep_locked(struct store *s)
+{
+    int64_t now = util_mono_ms();
+    if (now - s->_swept_ms < STORE_CACHE_SWEEP_MS)
+        return;
+    s->_swept_ms = now;
+    pthread_mutex_unlock(&s->_mu);
+    cache_sweep(s, now);
+    pthread_mutex_lock(&s->_mu);
+}
+
+void store_cache_set_ttl(struct store *s, int64_t ttl_ms)
+{
+    atomic_store(&s->_cache_ttl_ms, ttl_ms > 0 ? ttl_ms : 0);
+    if (ttl_ms <= 0)
+        cache_clear(s, true);
+}
+
+void store_cache_get_stats(struct store *s, struct store_cache_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < STORE_CACHE_SHARDS; i++) {
+        struct cache_shard *sh = &s->_cache[i];
+        pthread_mutex_lock(&sh->lock);
+        out->hits += sh->hits;
+        out->misses += sh->misses;
+        out->evictions += sh->evictions;
+        out->entries += sh->npersons;
+        out->tokens += sh->ntokens;
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
 /* --- the writer ----------------------------------------------------------------------------- */
 
 /* Builds the merged batch from the first n raw writes at the head. Called with _mu held;
@@ -279,8 +668,19 @@ static void *writer_main(void *arg)
 
     pthread_mutex_lock(&s->_mu);
     for (;;) {
-        while (s->_ring_count == 0 && !s->_stopping)
-            pthread_cond_wait(&s->_work_cv, &s->_mu);
+        while (s->_ring_count == 0 && !s->_stopping) {
+            /* Idle: sleep, waking for the cache sweeps while the cache holds anything. */
+            if (atomic_load_explicit(&s->_cache_size, memory_order_relaxed) == 0) {
+                pthread_cond_wait(&s->_work_cv, &s->_mu);
+                continue;
+            }
+            writer_sweep_locked(s);
+            if (s->_ring_count != 0 || s->_stopping)
+                break;
+            struct timespec ts;
+            deadline_ts(s->_swept_ms + STORE_CACHE_SWEEP_MS, &ts);
+            pthread_cond_timedwait(&s->_work_cv, &s->_mu, &ts);
+        }
         if (s->_ring_count == 0)
             break; /* stopping and drained */
         if (s->_stopping && util_mono_ms() >= s->_close_deadline_ms)
@@ -301,6 +701,9 @@ static void *writer_main(void *arg)
 
         uint64_t rows = 0;
         int rc = s->_ops->apply_batch(s->_b, batch, nw, &rows);
+        /* Cached rows first, overlay entries after (DESIGN: "Person cache"). */
+        if (rc == 0)
+            cache_apply_batch(s, batch, nw);
 
         pthread_mutex_lock(&s->_mu);
         if (rc == 0) {
@@ -309,6 +712,7 @@ static void *writer_main(void *arg)
             s->_batches_written++;
             backoff_ms = STORE_BACKOFF_MIN_MS;
             pthread_cond_broadcast(&s->_done_cv);
+            writer_sweep_locked(s);
             continue;
         }
         s->_write_failures++;
@@ -492,6 +896,11 @@ static int store_open_ops(const struct store_backend_ops *ops, const char *url, 
     pthread_cond_init(&s->_work_cv, &ca);
     pthread_cond_init(&s->_done_cv, &ca);
     pthread_condattr_destroy(&ca);
+    s->_cache = xcalloc(STORE_CACHE_SHARDS, sizeof(*s->_cache));
+    for (int i = 0; i < STORE_CACHE_SHARDS; i++)
+        pthread_mutex_init(&s->_cache[i].lock, NULL);
+    atomic_init(&s->_cache_ttl_ms, STORE_CACHE_TTL_MS);
+    s->_swept_ms = util_mono_ms();
 
     int err = pthread_create(&s->_writer, NULL, writer_main, s);
     if (err != 0) {
@@ -504,6 +913,9 @@ static int store_open_ops(const struct store_backend_ops *ops, const char *url, 
     *out = s;
     return 0;
 fail:
+    for (int i = 0; i < STORE_CACHE_SHARDS; i++)
+        pthread_mutex_destroy(&s->_cache[i].lock);
+    free(s->_cache);
     pthread_cond_destroy(&s->_done_cv);
     pthread_cond_destroy(&s->_work_cv);
     pthread_mutex_destroy(&s->_mu);
@@ -567,6 +979,10 @@ int store_close(struct store *s, int64_t timeout_ms)
         HASH_DEL(s->_overlay, e);
         free(e);
     }
+    cache_clear(s, true);
+    for (int i = 0; i < STORE_CACHE_SHARDS; i++)
+        pthread_mutex_destroy(&s->_cache[i].lock);
+    free(s->_cache);
     s->_ops->close(s->_b);
     pthread_cond_destroy(&s->_done_cv);
     pthread_cond_destroy(&s->_work_cv);
@@ -599,32 +1015,31 @@ bool store_ping(struct store *s)
     return s->_ops->ping(s->_b);
 }
 
-/* Reads one person through fn and applies the overlay; see DESIGN for the re-read. */
+/* Reads one person through fn, fills the cache and applies the overlay; see DESIGN for the
+ * re-read when a batch lands during the backend read. */
 static int read_person(struct store *s, int (*fn)(struct store_backend *, const char *,
                                                     struct store_person *),
                        const char *key, struct store_person *out)
 {
-    int rc = 0;
     for (int attempt = 0;; attempt++) {
         struct store_person p = {0};
-        uint64_t seq0 = applied_seq(s);
-        rc = fn(s->_b, key, &p);
+        uint64_t gen0 = atomic_load(&s->_cache_gen);
+        int rc = fn(s->_b, key, &p);
         if (rc != 0)
             return rc;
-        pthread_mutex_lock(&s->_mu);
-        struct overlay_entry *e;
-        HASH_FIND_STR(s->_overlay, p.id, e);
-        bool stale = e == NULL && s->_applied_seq != seq0 && attempt < STORE_READ_RETRIES;
-        if (!stale)
-            overlay_apply_locked(s, &p);
-        pthread_mutex_unlock(&s->_mu);
-        if (stale) {
-            store_person_clear(&p);
-            continue;
+        if (pcache_publish(s, &p, gen0, attempt >= STORE_READ_RETRIES)) {
+            *out = p;
+            return 0;
         }
-        *out = p;
-        return 0;
+        store_person_clear(&p);
     }
+}
+
+static int person_get_norm(struct store *s, const char *nid, struct store_person *out)
+{
+    if (pcache_get(s, nid, out))
+        return 0; /* no backend call at all */
+    return read_person(s, s->_ops->person_get, nid, out);
 }
 
 int store_person_get(struct store *s, const char *id, struct store_person *out)
@@ -632,14 +1047,33 @@ int store_person_get(struct store *s, const char *id, struct store_person *out)
     char nid[OID_HEX_LEN + 1];
     if (!norm_id(id, nid))
         return STORE_ERR_NOT_FOUND; /* nothing is stored under a malformed id */
-    return read_person(s, s->_ops->person_get, nid, out);
+    return person_get_norm(s, nid, out);
 }
 
 int store_person_by_session_token(struct store *s, const char *token, struct store_person *out)
 {
     if (token == NULL || *token == '\0' || strlen(token) > STORE_TOKEN_MAX)
         return STORE_ERR_NOT_FOUND;
-    return read_person(s, s->_ops->person_by_session_token, token, out);
+    char id[OID_HEX_LEN + 1];
+    if (tcache_get(s, token, id)) {
+        struct store_person p = {0};
+        int rc = person_get_norm(s, id, &p);
+        if (rc == 0 && p.is_anonymous) {
+            *out = p;
+            return 0;
+        }
+        store_person_clear(&p);
+        if (rc != 0 && rc != STORE_ERR_NOT_FOUND)
+            return rc;
+        tcache_forget(s, token); /* gone from a shared database: ask it by token */
+    }
+    struct store_person p = {0};
+    int rc = read_person(s, s->_ops->person_by_session_token, token, &p);
+    if (rc != 0)
+        return rc;
+    tcache_put(s, token, p.id);
+    *out = p;
+    return 0;
 }
 
 int store_person_conversations(struct store *s, const struct store_person *p,
@@ -760,7 +1194,10 @@ int store_user_create(struct store *s, const struct store_user_new *u, struct st
     n.id = nid;
     if (n.role == NULL)
         n.role = "USER";
-    return s->_ops->user_create(s->_b, &n, out);
+    int rc = s->_ops->user_create(s->_b, &n, out);
+    if (rc == 0)
+        pcache_forget(s, nid);
+    return rc;
 }
 
 int store_conversation_create(struct store *s, const char *id, const char *title,
@@ -786,7 +1223,11 @@ int store_member_add(struct store *s, const char *conversation_id, const char *u
     char cid[OID_HEX_LEN + 1], uid[OID_HEX_LEN + 1];
     if (!norm_id(conversation_id, cid) || !norm_id(user_id, uid))
         return STORE_ERR_INVALID;
-    return s->_ops->member_add(s->_b, cid, uid, added);
+    int rc = s->_ops->member_add(s->_b, cid, uid, added);
+    /* The row holds no membership today; dropping it keeps that true for any future field. */
+    if (rc == 0)
+        pcache_forget(s, uid);
+    return rc;
 }
 
 int store_member_count(struct store *s, const char *conversation_id, uint64_t *out)
@@ -810,8 +1251,10 @@ int store_anonymous_create(struct store *s, const char *conversation_id, const c
         return STORE_ERR_INTERNAL;
     }
     int rc = s->_ops->anonymous_create(s->_b, cid, username, token, out);
-    if (rc == 0)
+    if (rc == 0) {
+        pcache_forget(s, out->id);
         memcpy(token_out, token, sizeof(token));
+    }
     explicit_bzero(token, sizeof(token));
     return rc;
 }
@@ -832,6 +1275,9 @@ int store_reconcile_startup(struct store *s, int64_t now_ms, uint64_t *count)
 {
     uint64_t n = 0;
     int rc = s->_ops->reconcile_startup(s->_b, now_ms, &n);
+    /* It writes presence behind the writer's back: no cached row may survive it (even a
+     * failed run may have changed rows). */
+    cache_clear(s, false);
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&s->_mu);

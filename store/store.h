@@ -193,4 +193,30 @@ int store_reconcile_startup(struct store *s, int64_t now_ms, uint64_t *count);
 
 void store_get_stats(struct store *s, struct store_stats *out);
 
+/* --- person read cache (any thread) ------------------------------------------------------------ */
+
+/* store_person_get and store_person_by_session_token keep the rows they read from the backend
+ * in a bounded cache (STORE_CACHE_MAX_ENTRIES persons and as many session tokens, sharded),
+ * so that a REST request or a handshake by a known person does not touch the database. The
+ * writer updates the presence fields of a cached row when it applies a batch, provisioning
+ * calls and the startup reconciliation drop what they change, and the pending overlay still
+ * applies on top: presence read through the cache is as exact as without it. A row lives
+ * ttl_ms (default STORE_CACHE_TTL_MS) after it was read: that bounds how long a change made by
+ * another writer of a shared database (role, isActive, a profile field) stays unseen. */
+#define STORE_CACHE_TTL_MS 2000
+#define STORE_CACHE_MAX_ENTRIES 65536
+
+struct store_cache_stats {
+    uint64_t hits;       /* person reads answered from the cache */
+    uint64_t misses;     /* person reads that went to the backend (absent or expired row) */
+    uint64_t entries;    /* persons cached now */
+    uint64_t tokens;     /* session tokens cached now */
+    uint64_t evictions;  /* rows dropped because their shard was full */
+};
+
+/* Sets the time a cached row is trusted; 0 disables the cache (every read goes to the
+ * backend; rows already cached are dropped). Takes effect for the reads that start after it. */
+void store_cache_set_ttl(struct store *s, int64_t ttl_ms);
+void store_cache_get_stats(struct store *s, struct store_cache_stats *out);
+
 #endif
