@@ -41,8 +41,9 @@ function sql(gw, statement) {
 // as a dead node would leave it.
 function makeZombie(gw, id, agoMs = 600000, table = 'users') {
   const at = agoMs === null ? null : Date.now() - agoMs;
-  sql(gw, `UPDATE ${table} SET isOnline = 1, lastActiveAt = ${at === null ? 'NULL' : at}, lastSeen = NULL WHERE id = '${id}'`);
-  assert.equal(sql(gw, `SELECT isOnline FROM ${table} WHERE id = '${id}'`), '1');
+  // changes() in the same session: a second query could already see the cleanup's write.
+  const n = sql(gw, `UPDATE ${table} SET isOnline = 1, lastActiveAt = ${at === null ? 'NULL' : at}, lastSeen = NULL WHERE id = '${id}'; SELECT changes();`);
+  assert.equal(n, '1', `no ${table} row ${id}`);
   return at;
 }
 
@@ -132,8 +133,8 @@ describe('maintenance: zombie cleanup thread', () => {
       const so = await connect(gw, other);
       const before = await stats(gw);
 
-      const activeAt = makeZombie(gw, z.id);
       const t0 = Date.now();
+      const activeAt = makeZombie(gw, z.id);
       const ev = await waitStatus(sw, (e) => e.userId === z.id && !e.isOnline, 'zombie offline event', 3000);
       const elapsed = ev.receivedAt - t0;
       // One interval, plus the run itself and the delivery (an ASan build is slower).
@@ -210,6 +211,90 @@ describe('maintenance: zombie cleanup thread', () => {
   });
 });
 
+describe('maintenance: zombies left by a dead node, concurrent runs', () => {
+  test('a node dies with persons online: the surviving node cleans them and tells its clients', T, async () => {
+    // Two gateways on one database. The survivor starts first and the doomed one second, so
+    // no startup reconciliation runs over persons connected to the other. The doomed node
+    // never runs a cleanup (it would take the survivor's idle clients for its zombies: a
+    // node only knows its own connections), and the threshold is long enough for the doomed
+    // node's clients to stay fresh until it dies, for the same reason.
+    const THRESHOLD = 3000;
+    let doomed;
+    const survivor = await startGateway({ env: { MAINTENANCE_INTERVAL_MS: '200', OFFLINE_THRESHOLD_MS: String(THRESHOLD) } });
+    try {
+      doomed = await startGateway({ databaseUrl: survivor.databaseUrl, env: { MAINTENANCE_INTERVAL_MS: '3600000' } });
+      const z1 = await createUser(survivor, uname('dead1'));
+      const z2 = await createUser(survivor, uname('dead2'));
+      const w = await createUser(survivor, uname('survwatch'));
+      await createConversation(survivor, [z1.id, z2.id, w.id]);
+      const tConnect = Date.now();
+      const s1 = await connect(doomed, z1);
+      const s2 = await connect(doomed, z2);
+      await waitStatus(s1, (e) => e.userId === z2.id && e.isOnline, 'z2 online on the doomed node');
+      const sw = await connect(survivor, w);
+      // The connect writes of z1 and z2 must be in the store before the node dies.
+      await waitUntil(async () => {
+        const r = await survivor.api('GET', `/api/users/status?ids=${z1.id},${z2.id}`, { token: userToken(w.id) });
+        return r.body.users.every((u) => u.isOnline);
+      }, { timeoutMs: 3000, what: 'z1 and z2 online in the store' });
+      const before = await stats(survivor);
+      assert.equal(before.zombiesCleanedTotal, 0);
+      assert.ok(Date.now() - tConnect < THRESHOLD - 500, 'setup too slow for the threshold');
+      const r = await doomed.stop('SIGKILL');
+      assert.equal(r.signal, 'SIGKILL');
+      const t0 = Date.now();
+      const e1 = await waitStatus(sw, (e) => e.userId === z1.id && !e.isOnline, 'z1 offline', THRESHOLD + 3000);
+      const e2 = await waitStatus(sw, (e) => e.userId === z2.id && !e.isOnline, 'z2 offline', THRESHOLD + 3000);
+      for (const e of [e1, e2]) {
+        assert.match(e.lastSeen, ISO);
+        assert.ok(Date.parse(e.lastSeen) >= t0, 'lastSeen is the cleanup time, after the death');
+        assert.match(e.lastActiveAt, ISO);
+        // Cleaned once idle for the threshold, within one interval (+ the run and delivery).
+        const idle = e.receivedAt - Date.parse(e.lastActiveAt);
+        assert.ok(idle >= THRESHOLD && idle <= THRESHOLD + 200 + 400, `cleaned after ${idle} ms idle`);
+      }
+      const after = await stats(survivor);
+      assert.equal(after.zombiesCleanedTotal - before.zombiesCleanedTotal, 2);
+      assert.ok(sw.connected, 'the survivor\'s own client stays');
+      const v = await survivor.api('GET', `/api/users/status?ids=${z1.id},${z2.id},${w.id}`, { token: userToken(w.id) });
+      const by = Object.fromEntries(v.body.users.map((u) => [u.id, u]));
+      assert.equal(by[z1.id].isOnline, false);
+      assert.equal(by[z2.id].isOnline, false);
+      assert.equal(by[w.id].isOnline, true);
+      assert.equal(by[z1.id].lastSeen, e1.lastSeen);
+      sw.close();
+    } finally {
+      if (doomed && doomed.exitCode === null && doomed.signal === null) await doomed.stop('SIGKILL');
+      await stopClean(survivor);
+    }
+  });
+
+  test('cleanup-zombies called concurrently with the thread: each zombie cleaned and told once', { ...T, skip: NO_SQLITE }, async () => {
+    const gw = await startGateway({ env: { MAINTENANCE_INTERVAL_MS: '10', OFFLINE_THRESHOLD_MS: '400' } });
+    try {
+      const w = await createUser(gw, uname('cwatch'));
+      const zs = [];
+      for (let i = 0; i < 12; i++) zs.push(await createUser(gw, uname('cz')));
+      await createConversation(gw, [w.id, ...zs.map((z) => z.id)]);
+      const sw = await connect(gw, w);
+      const before = await stats(gw);
+      // All at once in one statement, then five admin runs racing the 10 ms thread.
+      sql(gw, `UPDATE users SET isOnline = 1, lastActiveAt = ${Date.now() - 600000} WHERE id IN (${zs.map((z) => `'${z.id}'`).join(',')})`);
+      const results = await Promise.all([0, 1, 2, 3, 4].map(() => gw.api('POST', '/api/admin/maintenance/cleanup-zombies', { token: adminToken() })));
+      for (const z of zs) await waitStatus(sw, (e) => e.userId === z.id && !e.isOnline, 'zombie offline', 5000);
+      await barrier(gw, [sw]);
+      for (const z of zs) assert.equal(sw.statuses.filter((e) => e.userId === z.id).length, 1, 'one event per zombie');
+      const viaRoute = results.flatMap((r) => r.body.cleaned);
+      assert.equal(new Set(viaRoute).size, viaRoute.length, 'no zombie reported by two runs');
+      const after = await stats(gw);
+      assert.equal(after.zombiesCleanedTotal - before.zombiesCleanedTotal, zs.length);
+      sw.close();
+    } finally {
+      await stopClean(gw);
+    }
+  });
+});
+
 describe('maintenance: anonymous, never-active and grace', () => {
   const INTERVAL = 200;
 
@@ -222,9 +307,9 @@ describe('maintenance: anonymous, never-active and grace', () => {
       const anon = await createAnonymous(gw, conv.id, uname('ghost'));
       const sw = await connect(gw, w);
       const before = await stats(gw);
+      const t0 = Date.now();
       makeZombie(gw, anon.id, 600000, 'anonymous_participants');
       makeZombie(gw, never.id, null);
-      const t0 = Date.now();
       const ea = await waitStatus(sw, (e) => e.userId === anon.id && !e.isOnline, 'anonymous zombie offline', 3000);
       const en = await waitStatus(sw, (e) => e.userId === never.id && !e.isOnline, 'never-active zombie offline', 3000);
       assert.equal(ea.isAnonymous, true);
