@@ -505,6 +505,26 @@ static void test_kick_and_shutdown(void **state)
     assert_int_equal(sio_engine_live_connections(f->e, f->bob), 0);
 }
 
+static void test_slow_reader(void **state)
+{
+    struct fx *f = *state;
+    uint64_t before = atomic_load(&gw_metrics.slow_reader_disconnects_total);
+    struct cli a = cli_new(f, NULL, 0);
+    cli_connect(f, &a, f->alice, false);
+    int small = 4096;
+    setsockopt(a.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct store_person bob = {0};
+    assert_int_equal(store_person_get(f->store, f->bob, &bob), 0);
+    /* Alice never reads: the kernel buffers fill, then the gateway's queue passes
+     * max_payload_bytes (4096) and she is dropped. */
+    for (int i = 0; i < 20000 && sio_engine_live_connections(f->e, f->alice) > 0; i++)
+        sio_engine_broadcast_status(f->e, &bob);
+    wait_live(f, f->alice, 0);
+    assert_int_equal(atomic_load(&gw_metrics.slow_reader_disconnects_total), before + 1);
+    store_person_clear(&bob);
+    close(a.fd);
+}
+
 /* ---- registry ------------------------------------------------------------------------- */
 
 static void test_registry_grace(void **state)
@@ -581,6 +601,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_session_rate_limit, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_session_bad_token_and_namespace, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_kick_and_shutdown, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_slow_reader, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_registry_grace, fx_setup_grace, fx_teardown),
         cmocka_unit_test_setup_teardown(test_status_packet, fx_setup, fx_teardown),
     };
