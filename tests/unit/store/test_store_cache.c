@@ -1,0 +1,555 @@
+/*
+ * test_store_cache.c - the person read cache of store.c over the real SQLite backend wrapped
+ * in a counting table: hits never reach the backend, TTL expiry and the writer's sweep,
+ * presence exact through the cache before and after the writer lands a batch (and when a
+ * batch lands during a backend read), provisioning and reconciliation visible, a change by
+ * another writer seen once the TTL passes, the memory bound (built with
+ * STORE_CACHE_PER_SHARD=4: 256 rows), and concurrent readers against a stream of writes.
+ *
+ * Includes store.c (STYLE: test static functions by including the .c).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "../../../store/store.c"
+#include "store_test_util.h"
+
+/* --- the counting, gated backend ----------------------------------------------------------- */
+
+static struct store_backend_ops wrap_ops;
+static atomic_int calls_get, calls_token;
+static struct store *cur;
+
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_closed, in_apply;
+static bool race_once; /* person_get: return the row read before a batch that lands meanwhile */
+
+static void gate(bool closed)
+{
+    pthread_mutex_lock(&gate_mu);
+    gate_closed = closed;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+static void wait_in_apply(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    pthread_mutex_lock(&gate_mu);
+    while (!in_apply)
+        if (pthread_cond_timedwait(&gate_cv, &gate_mu, &ts) == ETIMEDOUT)
+            break;
+    bool in = in_apply;
+    pthread_mutex_unlock(&gate_mu);
+    assert_true(in);
+}
+
+static int wrap_apply(struct store_backend *b, const struct store_write *w, size_t n,
+                      uint64_t *rows)
+{
+    pthread_mutex_lock(&gate_mu);
+    in_apply = true;
+    pthread_cond_broadcast(&gate_cv);
+    while (gate_closed)
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    in_apply = false;
+    pthread_mutex_unlock(&gate_mu);
+    return store__sqlite_ops.apply_batch(b, w, n, rows);
+}
+
+static bool ring_empty(void)
+{
+    pthread_mutex_lock(&cur->_mu);
+    bool empty = cur->_ring_count == 0;
+    pthread_mutex_unlock(&cur->_mu);
+    return empty;
+}
+
+static int wrap_get(struct store_backend *b, const char *id, struct store_person *out)
+{
+    atomic_fetch_add(&calls_get, 1);
+    int rc = store__sqlite_ops.person_get(b, id, out);
+    pthread_mutex_lock(&gate_mu);
+    bool race = race_once;
+    race_once = false;
+    pthread_mutex_unlock(&gate_mu);
+    if (race) {
+        /* The row is read; now let the gated batch land and leave the overlay. */
+        gate(false);
+        int64_t until = util_mono_ms() + 5000;
+        while (!ring_empty() && util_mono_ms() < until) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return rc;
+}
+
+static int wrap_token(struct store_backend *b, const char *token, struct store_person *out)
+{
+    atomic_fetch_add(&calls_token, 1);
+    return store__sqlite_ops.person_by_session_token(b, token, out);
+}
+
+static char db_path[400];
+
+static int setup(void **state)
+{
+    wrap_ops = store__sqlite_ops;
+    wrap_ops.apply_batch = wrap_apply;
+    wrap_ops.person_get = wrap_get;
+    wrap_ops.person_by_session_token = wrap_token;
+    atomic_store(&calls_get, 0);
+    atomic_store(&calls_token, 0);
+    gate(false);
+    race_once = false;
+    char url[320];
+    store_test_url(url, sizeof(url));
+    snprintf(db_path, sizeof(db_path), "%s", url + strlen("sqlite:"));
+    struct store *s = NULL;
+    if (store_open_ops(&wrap_ops, url, &s) != 0)
+        return -1;
+    cur = s;
+    *state = s;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    gate(false);
+    return store_close(*state, 5000) == 0 ? 0 : -1;
+}
+
+static void mkuser(struct store *s, const char *prefix, struct store_person *out)
+{
+    char name[96];
+    store_test_name(prefix, name, sizeof(name));
+    struct store_user_new u = {
+        .username = name, .display_name = "Display", .email = "e@example.org", .is_active = true};
+    assert_int_equal(store_user_create(s, &u, out), 0);
+}
+
+/* The row the backend holds, read around the cache. */
+static void backend_row(struct store *s, const char *id, struct store_person *out)
+{
+    assert_int_equal(store__sqlite_ops.person_get(s->_b, id, out), 0);
+}
+
+/* Runs one SQL statement on the database file, as another writer would. */
+static void sql_exec(const char *sql)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(db_path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* Waits (bounded) until the monotonic clock passes t. */
+static void wait_until_mono(int64_t t)
+{
+    while (util_mono_ms() <= t) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* --- tests ----------------------------------------------------------------------------------- */
+
+/* The second read of a person comes from the cache, complete, without a backend call; an
+ * unknown id is never cached. */
+static void test_hit_miss(void **state)
+{
+    struct store *s = *state;
+    struct store_person u = {0}, a = {0}, b = {0};
+    mkuser(s, "hit", &u);
+    assert_int_equal(store_person_get(s, u.id, &a), 0);
+    assert_int_equal(atomic_load(&calls_get), 1);
+    assert_int_equal(store_person_get(s, u.id, &b), 0);
+    assert_int_equal(atomic_load(&calls_get), 1); /* a hit does not touch SQLite */
+    assert_string_equal(b.id, u.id);
+    assert_string_equal(b.username, u.username);
+    assert_string_equal(b.display_name, "Display");
+    assert_string_equal(b.email, "e@example.org");
+    assert_null(b.avatar);
+    assert_string_equal(b.role, "USER");
+    assert_true(b.is_active);
+    assert_ptr_not_equal(a.username, b.username); /* the caller owns its copy */
+
+    /* Upper-case ids name the same row. */
+    char upper[OID_HEX_LEN + 1];
+    for (int i = 0; i <= OID_HEX_LEN; i++)
+        upper[i] = (char)(u.id[i] >= 'a' && u.id[i] <= 'f' ? u.id[i] - 'a' + 'A' : u.id[i]);
+    store_person_clear(&b);
+    assert_int_equal(store_person_get(s, upper, &b), 0);
+    assert_int_equal(atomic_load(&calls_get), 1);
+
+    struct store_cache_stats cs;
+    store_cache_get_stats(s, &cs);
+    assert_int_equal(cs.hits, 2);
+    assert_int_equal(cs.misses, 1);
+    assert_int_equal(cs.entries, 1);
+
+    const char *unknown = "0123456789abcdef01234567";
+    struct store_person x = {0};
+    assert_int_equal(store_person_get(s, unknown, &x), STORE_ERR_NOT_FOUND);
+    assert_int_equal(store_person_get(s, unknown, &x), STORE_ERR_NOT_FOUND);
+    assert_int_equal(atomic_load(&calls_get), 3);
+
+    /* TTL 0 turns the cache off and empties it. */
+    store_cache_set_ttl(s, 0);
+    store_cache_get_stats(s, &cs);
+    assert_int_equal(cs.entries, 0);
+    store_person_clear(&b);
+    assert_int_equal(store_person_get(s, u.id, &b), 0);
+    store_person_clear(&b);
+    assert_int_equal(store_person_get(s, u.id, &b), 0);
+    assert_int_equal(atomic_load(&calls_get), 5);
+    store_cache_get_stats(s, &cs);
+    assert_int_equal(cs.entries, 0);
+    store_person_clear(&u);
+    store_person_clear(&a);
+    store_person_clear(&b);
+}
+
+/* A row is trusted for the TTL only, and the writer sweeps expired rows by itself. */
+static void test_ttl_expiry(void **state)
+{
+    struct store *s = *state;
+    store_cache_set_ttl(s, 150);
+    struct store_person u = {0}, p = {0};
+    mkuser(s, "ttl", &u);
+    int64_t t0 = util_mono_ms();
+    assert_int_equal(store_person_get(s, u.id, &p), 0);
+    store_person_clear(&p);
+    assert_int_equal(store_person_get(s, u.id, &p), 0);
+    store_person_clear(&p);
+    /* Both reads within the TTL, unless this machine stalled for 150 ms. */
+    if (util_mono_ms() - t0 < 150)
+        assert_int_equal(atomic_load(&calls_get), 1);
+    wait_until_mono(t0 + 200);
+    assert_int_equal(store_person_get(s, u.id, &p), 0);
+    store_person_clear(&p);
+    int after = atomic_load(&calls_get);
+    assert_true(after >= 2);
+
+    /* Nobody reads any more: the writer's sweep (about once a second) frees the row. */
+    struct store_cache_stats cs;
+    int64_t until = util_mono_ms() + 4000;
+    for (;;) {
+        store_cache_get_stats(s, &cs);
+        if (cs.entries == 0 || util_mono_ms() > until)
+            break;
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(cs.entries, 0);
+    assert_int_equal(atomic_load(&calls_get), after); /* the sweep itself reads nothing */
+    store_person_clear(&u);
+}
+
+/* Presence read through a cached row is what was enqueued, before the writer lands it, while
+ * it lands, and after, without reading the backend again. */
+static void test_presence_exact(void **state)
+{
+    struct store *s = *state;
+    struct store_person u = {0}, p = {0}, db = {0};
+    mkuser(s, "exact", &u);
+    assert_int_equal(store_person_get(s, u.id, &p), 0); /* cached, offline */
+    assert_false(p.is_online);
+    store_person_clear(&p);
+
+    gate(true);
+    store_presence_online(s, u.id, false, 1000);
+    wait_in_apply(); /* the batch is at the backend, not landed */
+    assert_int_equal(store_person_get(s, u.id, &p), 0);
+    assert_true(p.is_online);
+    assert_int_equal(p.last_active_at_ms, 1000);
+    store_person_clear(&p);
+    gate(false);
+    assert_int_equal(store_flush(s, 5000), 0);
+    assert_int_equal(HASH_COUNT(s->_overlay), 0);
+    assert_int_equal(store_person_get(s, u.id, &p), 0); /* the cached row itself moved */
+    assert_true(p.is_online);
+    assert_int_equal(p.last_active_at_ms, 1000);
+    assert_int_equal(p.last_seen_ms, 0);
+    store_person_clear(&p);
+
+    store_presence_activity(s, u.id, false, 1500);
+    store_presence_offline(s, u.id, false, 2000);
+    assert_int_equal(store_person_get(s, u.id, &p), 0); /* before the flush */
+    assert_false(p.is_online);
+    assert_int_equal(p.last_active_at_ms, 1500);
+    assert_int_equal(p.last_seen_ms, 2000);
+    store_person_clear(&p);
+    assert_int_equal(store_flush(s, 5000), 0);
+    assert_int_equal(store_person_get(s, u.id, &p), 0); /* after */
+    backend_row(s, u.id, &db);
+    assert_int_equal(p.is_online, db.is_online);
+    assert_int_equal(p.last_active_at_ms, db.last_active_at_ms);
+    assert_int_equal(p.last_seen_ms, db.last_seen_ms);
+    assert_int_equal(db.last_seen_ms, 2000);
+    assert_int_equal(atomic_load(&calls_get), 1); /* every read above was a hit */
+    store_person_clear(&p);
+    store_person_clear(&db);
+    store_person_clear(&u);
+}
+
+/* A batch lands (and leaves the overlay) while a miss reads the backend: the row read before
+ * it must neither be returned nor cached. */
+static void test_fill_race(void **state)
+{
+    struct store *s = *state;
+    struct store_person u = {0}, p = {0};
+    mkuser(s, "race", &u);
+    gate(true);
+    store_presence_online(s, u.id, false, 3000);
+    wait_in_apply();
+    race_once = true;
+    assert_int_equal(store_person_get(s, u.id, &p), 0);
+    assert_false(race_once);
+    assert_true(p.is_online);
+    assert_int_equal(p.last_active_at_ms, 3000);
+    assert_int_equal(atomic_load(&calls_get), 2); /* the stale read was read again */
+    store_person_clear(&p);
+    assert_int_equal(HASH_COUNT(s->_overlay), 0);
+    assert_int_equal(store_person_get(s, u.id, &p), 0); /* a hit, and a right one */
+    assert_int_equal(atomic_load(&calls_get), 2);
+    assert_true(p.is_online);
+    assert_int_equal(p.last_active_at_ms, 3000);
+    store_person_clear(&p);
+    store_person_clear(&u);
+}
+
+/* Provisioning is visible at once; anonymous participants are cached by token; the startup
+ * reconciliation drops cached rows; another writer's change shows once the TTL passes. */
+static void test_provisioning_visible(void **state)
+{
+    struct store *s = *state;
+    const char *id = "5f0000000000000000000001";
+    struct store_person p = {0};
+    assert_int_equal(store_person_get(s, id, &p), STORE_ERR_NOT_FOUND);
+    char name[96];
+    store_test_name("prov", name, sizeof(name));
+    struct store_user_new nu = {.id = id, .username = name, .role = "ADMIN", .is_active = true};
+    struct store_person created = {0};
+    assert_int_equal(store_user_create(s, &nu, &created), 0);
+    assert_int_equal(store_person_get(s, id, &p), 0);
+    assert_string_equal(p.role, "ADMIN");
+    store_person_clear(&p);
+
+    /* member_add drops the row: the next read goes to the backend. */
+    struct store_conversation c = {0};
+    assert_int_equal(store_conversation_create(s, NULL, "t", NULL, &c), 0);
+    int added = 0;
+    int before = atomic_load(&calls_get);
+    assert_int_equal(store_member_add(s, c.id, id, &added), 0);
+    assert_int_equal(added, 1);
+    assert_int_equal(store_person_get(s, id, &p), 0);
+    store_person_clear(&p);
+    assert_int_equal(atomic_load(&calls_get), before + 1);
+
+    /* Anonymous: the token read once, then token and row from the cache. */
+    struct store_person anon = {0};
+    char token[65];
+    assert_int_equal(store_anonymous_create(s, c.id, "guest", &anon, token), 0);
+    assert_int_equal(store_person_by_session_token(s, token, &p), 0);
+    assert_string_equal(p.id, anon.id);
+    assert_true(p.is_anonymous);
+    store_person_clear(&p);
+    int tok_calls = atomic_load(&calls_token), get_calls = atomic_load(&calls_get);
+    store_presence_online(s, anon.id, true, 4000);
+    assert_int_equal(store_person_by_session_token(s, token, &p), 0);
+    assert_true(p.is_online); /* overlay over the cached row */
+    assert_string_equal(p.conversation_id, c.id);
+    store_person_clear(&p);
+    assert_int_equal(atomic_load(&calls_token), tok_calls);
+    assert_int_equal(atomic_load(&calls_get), get_calls);
+    struct store_person none = {0};
+    assert_int_equal(store_person_by_session_token(s, "no-such-token", &none),
+                     STORE_ERR_NOT_FOUND);
+    assert_int_equal(store_flush(s, 5000), 0);
+
+    /* Reconciliation writes behind the writer: the cached online row must go. */
+    assert_int_equal(store_person_by_session_token(s, token, &p), 0);
+    assert_true(p.is_online);
+    store_person_clear(&p);
+    uint64_t n = 0;
+    assert_int_equal(store_reconcile_startup(s, 5000, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_person_get(s, anon.id, &p), 0);
+    assert_false(p.is_online);
+    assert_int_equal(p.last_seen_ms, 4000); /* its lastActiveAt */
+    store_person_clear(&p);
+
+    /* Another writer of the same database demotes and deactivates the user: unseen within
+     * the TTL, seen after it. */
+    store_cache_set_ttl(s, 150);
+    assert_int_equal(store_person_get(s, id, &p), 0);
+    int64_t filled = util_mono_ms();
+    store_person_clear(&p);
+    char sql[200];
+    snprintf(sql, sizeof(sql), "UPDATE users SET role='USER', isActive=0 WHERE id='%s'", id);
+    sql_exec(sql);
+    assert_int_equal(store_person_get(s, id, &p), 0);
+    if (util_mono_ms() - filled < 150)
+        assert_string_equal(p.role, "ADMIN"); /* the documented staleness */
+    store_person_clear(&p);
+    wait_until_mono(filled + 200);
+    assert_int_equal(store_person_get(s, id, &p), 0);
+    assert_string_equal(p.role, "USER");
+    assert_false(p.is_active);
+    store_person_clear(&p);
+
+    store_person_clear(&anon);
+    store_person_clear(&created);
+    store_conversation_clear(&c);
+}
+
+/* The cache never holds more than its bound (this build: 64 shards of 4 rows and 4 tokens),
+ * and every read stays right while rows are evicted. */
+static void test_memory_bound(void **state)
+{
+    struct store *s = *state;
+    enum { N = 600 };
+    const size_t cap = (size_t)STORE_CACHE_SHARDS * STORE_CACHE_PER_SHARD;
+    assert_int_equal(cap, 256);
+    static struct store_person users[N];
+    for (int i = 0; i < N; i++)
+        mkuser(s, "bound", &users[i]);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            struct store_person p = {0};
+            assert_int_equal(store_person_get(s, users[i].id, &p), 0);
+            assert_string_equal(p.username, users[i].username);
+            store_person_clear(&p);
+        }
+    }
+    struct store_cache_stats cs;
+    store_cache_get_stats(s, &cs);
+    assert_true(cs.entries <= cap);
+    assert_true(cs.entries >= cap / 2); /* and it does cache */
+    assert_true(cs.evictions >= 2 * N - cap);
+    assert_int_equal(cs.entries + cs.tokens, atomic_load(&s->_cache_size));
+
+    struct store_conversation c = {0};
+    assert_int_equal(store_conversation_create(s, NULL, "t", NULL, &c), 0);
+    for (int i = 0; i < 300; i++) {
+        struct store_person anon = {0}, p = {0};
+        char token[65];
+        assert_int_equal(store_anonymous_create(s, c.id, "guest", &anon, token), 0);
+        assert_int_equal(store_person_by_session_token(s, token, &p), 0);
+        assert_string_equal(p.id, anon.id);
+        store_person_clear(&p);
+        store_person_clear(&anon);
+    }
+    store_cache_get_stats(s, &cs);
+    assert_true(cs.tokens <= cap);
+    assert_true(cs.entries <= cap);
+    for (int i = 0; i < N; i++)
+        store_person_clear(&users[i]);
+    store_conversation_clear(&c);
+}
+
+/* --- concurrent readers ---------------------------------------------------------------------- */
+
+enum { CR_USERS = 8, CR_READERS = 4, CR_WRITES = 3000 };
+
+struct cr_shared {
+    struct store *s;
+    char ids[CR_USERS][OID_HEX_LEN + 1];
+    atomic_llong enqueued[CR_USERS]; /* newest lastActiveAt enqueued per user */
+    atomic_bool stop;
+    atomic_int errors;
+    atomic_long reads;
+};
+
+/* Each read must show at least the newest lastActiveAt enqueued before it started, and a
+ * thread's reads never go back in time: the REST rule "never older than the last broadcast". */
+static void *cr_reader(void *arg)
+{
+    struct cr_shared *sh = arg;
+    long long last[CR_USERS] = {0};
+    unsigned k = 0;
+    while (!atomic_load(&sh->stop)) {
+        int i = (int)(k++ % CR_USERS);
+        long long floor = atomic_load(&sh->enqueued[i]);
+        struct store_person p = {0};
+        int rc = store_person_get(sh->s, sh->ids[i], &p);
+        if (rc != 0 || p.last_active_at_ms < floor || p.last_active_at_ms < last[i] ||
+            strcmp(p.id, sh->ids[i]) != 0 || p.username == NULL)
+            atomic_fetch_add(&sh->errors, 1);
+        last[i] = p.last_active_at_ms;
+        store_person_clear(&p);
+        atomic_fetch_add(&sh->reads, 1);
+    }
+    return NULL;
+}
+
+static void test_concurrent_readers(void **state)
+{
+    struct store *s = *state;
+    store_cache_set_ttl(s, 5); /* expire often: fills race with the writer too */
+    static struct cr_shared sh;
+    memset(&sh, 0, sizeof(sh));
+    sh.s = s;
+    for (int i = 0; i < CR_USERS; i++) {
+        struct store_person u = {0};
+        mkuser(s, "conc", &u);
+        memcpy(sh.ids[i], u.id, sizeof(sh.ids[i]));
+        store_person_clear(&u);
+    }
+    pthread_t th[CR_READERS];
+    for (int t = 0; t < CR_READERS; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, cr_reader, &sh), 0);
+    int64_t until = util_mono_ms() + 20000;
+    for (int w = 1; w <= CR_WRITES && util_mono_ms() < until; w++) {
+        int i = w % CR_USERS;
+        if (w % 3 == 0)
+            store_presence_offline(s, sh.ids[i], false, 10 * w);
+        else
+            store_presence_online(s, sh.ids[i], false, 10 * w);
+        if (w % 3 != 0)
+            atomic_store(&sh.enqueued[i], 10LL * w);
+        if (w % 500 == 0)
+            assert_int_equal(store_flush(s, 5000), 0);
+        if (w % 7 == 0) {
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    assert_int_equal(store_flush(s, 5000), 0);
+    atomic_store(&sh.stop, true);
+    for (int t = 0; t < CR_READERS; t++)
+        pthread_join(th[t], NULL);
+    assert_int_equal(atomic_load(&sh.errors), 0);
+    assert_true(atomic_load(&sh.reads) > 1000);
+    struct store_cache_stats cs;
+    store_cache_get_stats(s, &cs);
+    assert_true(cs.hits > 0);
+    assert_true(cs.misses > 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_hit_miss, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ttl_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_presence_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fill_race, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_provisioning_visible, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_memory_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
+    };
+    int rc = cmocka_run_group_tests_name("store_cache", tests, NULL, NULL);
+    store_test_cleanup();
+    return rc;
+}
