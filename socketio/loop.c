@@ -50,6 +50,8 @@
 #include "common/xmalloc.h"
 #include "socketio/sio_internal.h"
 
+#define SIO_RBUF_SIZE 16384
+
 struct sio_outchunk {
     struct sio_outchunk *next;
     struct sio_sbuf *buf;
@@ -520,6 +522,17 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
         c->ws->recv_bytes += n;
         return (ssize_t)n;
     }
+    struct sio_loop *l = c->loop;
+    if (l->rbuf_off < l->rbuf_len) {
+        /* What the fast path read but did not take (conn_on_readable) */
+        size_t n = l->rbuf_len - l->rbuf_off;
+        if (n > len)
+            n = len;
+        memcpy(buf, l->rbuf + l->rbuf_off, n);
+        l->rbuf_off += n;
+        c->ws->recv_bytes += n;
+        return (ssize_t)n;
+    }
     ssize_t r;
     do {
         r = recv(c->fd, buf, len, 0);
@@ -627,13 +640,104 @@ static bool ws_idle(const struct sio_conn *c)
            (c->aux == NULL || c->aux->pre == NULL);
 }
 
+/* True when s[0..n) is valid UTF-8 (RFC 3629: no overlong forms, no surrogates, at most
+ * U+10FFFF), as RFC 6455 requires of text messages. */
+static bool utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        uint32_t cp, min;
+        if (c >= 0xc2 && c <= 0xdf) {
+            k = 1, cp = c & 0x1f, min = 0x80;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            k = 2, cp = c & 0x0f, min = 0x800;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            k = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        if (n - i <= k)
+            return false;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + j] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+/* The fast path of an idle connection: complete, final, masked text or binary frames of at
+ * most 125 bytes (pongs, acks, small events: nearly all client traffic) are unmasked and
+ * handed to the session without creating a wslay context. Anything else — a control frame, a
+ * fragment, a longer or partial frame, invalid UTF-8, RSV bits — stops it, and wslay takes
+ * the rest from the first byte it did not consume. Returns the bytes consumed. */
+static size_t fast_frames(struct sio_conn *c, const uint8_t *p, size_t n)
+{
+    size_t max = (size_t)c->loop->e->cfg->max_payload_bytes;
+    size_t off = 0;
+    while (n - off >= 6) {
+        uint8_t b0 = p[off], b1 = p[off + 1];
+        uint8_t op = b0 & 0x0f;
+        size_t len = b1 & 0x7f;
+        if ((b0 & 0xf0) != 0x80 || (b1 & 0x80) == 0 || len > 125 || len > max ||
+            (op != WSLAY_TEXT_FRAME && op != WSLAY_BINARY_FRAME) || n - off < 6 + len)
+            break;
+        const uint8_t *key = p + off + 2;
+        uint8_t msg[125];
+        for (size_t i = 0; i < len; i++)
+            msg[i] = p[off + 6 + i] ^ key[i & 3];
+        if (op == WSLAY_TEXT_FRAME && !utf8_valid(msg, len))
+            break; /* wslay closes with 1007 */
+        off += 6 + len;
+        sio__session_on_message(c, msg, len, op == WSLAY_BINARY_FRAME);
+        if (c->state == SIO_ST_FLUSHING || c->state == SIO_ST_DEAD)
+            break;
+    }
+    return off;
+}
+
 static void conn_on_readable(struct sio_conn *c)
 {
+    struct sio_loop *l = c->loop;
+    if (c->ws == NULL && (c->aux == NULL || c->aux->pre == NULL)) {
+        ssize_t r;
+        do {
+            r = recv(c->fd, l->rbuf, SIO_RBUF_SIZE, 0);
+        } while (r < 0 && errno == EINTR);
+        if (r == 0) {
+            sio__conn_close(c, "transport close", 0, 0);
+            return;
+        }
+        if (r < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                sio__conn_close(c, "transport error", 0, 0);
+            return;
+        }
+        size_t used = fast_frames(c, l->rbuf, (size_t)r);
+        if (used == (size_t)r || c->state == SIO_ST_FLUSHING || c->state == SIO_ST_DEAD)
+            return;
+        l->rbuf_off = used;
+        l->rbuf_len = (size_t)r;
+    }
     if (c->ws == NULL && ws_create(c) != 0) {
+        l->rbuf_off = l->rbuf_len = 0;
         sio__conn_close(c, "out of memory", 0, 0);
         return;
     }
     int r = wslay_event_recv(c->ws->ctx);
+    /* wslay reads until the socket would block, so the rest of rbuf was taken, unless it
+     * stopped reading (a close, an error): then the rest is dropped with the connection. */
+    l->rbuf_off = l->rbuf_len = 0;
     if (c->state == SIO_ST_FLUSHING || c->state == SIO_ST_DEAD)
         return;
     if (r != 0) {
@@ -1075,6 +1179,7 @@ int sio__loop_init(struct sio_engine *e, struct sio_loop *l, int idx)
     l->armed_ms = -1;
     l->base_ms = sio__mono_ms();
     l->by_fd = xcalloc(e->fd_limit, sizeof(*l->by_fd));
+    l->rbuf = xmalloc(SIO_RBUF_SIZE);
     pthread_mutex_init(&l->q.mu, NULL);
     l->q.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     l->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -1130,6 +1235,7 @@ void sio__loop_destroy(struct sio_loop *l)
     }
     free(l->heap);
     free(l->by_fd);
+    free(l->rbuf);
     if (l->epfd >= 0)
         close(l->epfd);
     if (l->tfd >= 0)

@@ -260,6 +260,8 @@ struct sio_loop {
     bool stopping;
     int64_t stop_deadline_ms;
     struct sio_conn **by_fd; /* fd -> this loop's connection (results find theirs) */
+    uint8_t *rbuf;           /* the socket read of the connection being served */
+    size_t rbuf_len, rbuf_off;
     unsigned freed_ctx; /* wslay contexts freed since the last malloc_trim */
     int64_t last_trim_ms;
 };

@@ -89,7 +89,7 @@ static void make_user(struct store *s, const char *name, char out[OID_HEX_LEN + 
     store_person_clear(&p);
 }
 
-static int fx_setup_with(void **state, int64_t grace_ms)
+static int fx_setup_with(void **state, int64_t grace_ms, int max_events_per_sec)
 {
     struct fx *f = calloc(1, sizeof(*f));
     strcpy(f->dir, "/tmp/gw-sio-XXXXXX");
@@ -106,7 +106,7 @@ static int fx_setup_with(void **state, int64_t grace_ms)
     f->cfg.offline_after_ms = 1800000;
     f->cfg.disconnect_grace_ms = grace_ms;
     f->cfg.max_payload_bytes = 4096;
-    f->cfg.max_events_per_sec = 5;
+    f->cfg.max_events_per_sec = max_events_per_sec;
     f->cfg.loop_threads = 1;
     make_user(f->store, "alice", f->alice);
     make_user(f->store, "bob", f->bob);
@@ -126,12 +126,17 @@ static int fx_setup_with(void **state, int64_t grace_ms)
 
 static int fx_setup(void **state)
 {
-    return fx_setup_with(state, 0);
+    return fx_setup_with(state, 0, 5);
+}
+
+static int fx_setup_busy(void **state)
+{
+    return fx_setup_with(state, 0, 100);
 }
 
 static int fx_setup_grace(void **state)
 {
-    return fx_setup_with(state, 200);
+    return fx_setup_with(state, 200, 5);
 }
 
 static int fx_teardown(void **state)
@@ -505,6 +510,56 @@ static void test_kick_and_shutdown(void **state)
     assert_int_equal(sio_engine_live_connections(f->e, f->bob), 0);
 }
 
+/* Small frames take the fast path (no wslay context); the rest of the same read goes to
+ * wslay from the first byte the fast path did not take. */
+static void test_fast_path_and_handover(void **state)
+{
+    struct fx *f = *state;
+    struct cli a = cli_new(f, NULL, 0);
+    cli_connect(f, &a, f->alice, false);
+    static const char *valid[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\x7f"};
+    for (size_t i = 0; i < 4; i++) {
+        char msg[64], want[64];
+        snprintf(msg, sizeof(msg), "42%zu[\"echo\",\"%s\"]", i, valid[i]);
+        snprintf(want, sizeof(want), "43%zu[\"%s\"]", i, valid[i]);
+        cli_send(&a, 1, msg, false);
+        char *r = cli_expect_text(&a, "43");
+        assert_string_equal(r, want);
+        free(r);
+    }
+    /* small, small, 300 bytes (wslay), small: in one write, answered in order */
+    uint8_t buf[1024];
+    char big[320];
+    snprintf(big, sizeof(big), "4212[\"echo\",\"%0290d\"]", 7);
+    size_t n = frame(buf, 0x81, "4210[\"echo\",1]", 14);
+    n += frame(buf + n, 0x81, "4211[\"echo\",2]", 14);
+    n += frame(buf + n, 0x81, big, strlen(big));
+    n += frame(buf + n, 0x81, "4213[\"echo\",4]", 14);
+    cli_write(&a, buf, n, false);
+    const char *want[] = {"4310[1]", "4311[2]", NULL, "4313[4]"};
+    for (int i = 0; i < 4; i++) {
+        char *r = cli_expect_text(&a, "43");
+        if (want[i] != NULL)
+            assert_string_equal(r, want[i]);
+        else
+            assert_int_equal(strncmp(r, "4312[\"0000", 10), 0);
+        free(r);
+    }
+    close(a.fd);
+    /* invalid UTF-8 on the fast path: overlong, surrogate, beyond U+10FFFF, truncated */
+    static const char *invalid[] = {"\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82"};
+    for (size_t i = 0; i < 4; i++) {
+        struct cli b = cli_new(f, NULL, 0);
+        cli_connect(f, &b, f->alice, false);
+        char msg[64];
+        snprintf(msg, sizeof(msg), "42[\"echo\",\"%s\"]", invalid[i]);
+        cli_send(&b, 1, msg, false);
+        assert_int_equal(cli_expect_close(&b), 1007);
+        close(b.fd);
+    }
+    wait_live(f, f->alice, 0);
+}
+
 static void test_slow_reader(void **state)
 {
     struct fx *f = *state;
@@ -602,6 +657,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_session_bad_token_and_namespace, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_kick_and_shutdown, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_slow_reader, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_fast_path_and_handover, fx_setup_busy, fx_teardown),
         cmocka_unit_test_setup_teardown(test_registry_grace, fx_setup_grace, fx_teardown),
         cmocka_unit_test_setup_teardown(test_status_packet, fx_setup, fx_teardown),
     };
