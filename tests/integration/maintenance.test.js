@@ -112,7 +112,7 @@ async function runsPass(gw, n, intervalMs) {
 async function stopClean(gw, tokens = []) {
   if (!gw) return;
   if (gw.exitCode === null && gw.signal === null) await gw.stop();
-  assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|runtime error:/, 'sanitizer report');
+  assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:/, 'sanitizer report');
   for (const t of tokens) assert.ok(!gw.log.includes(t), 'a token appeared in the log');
   assert.doesNotMatch(gw.log, /eyJ[\w-]+\.eyJ[\w-]+/, 'a JWT appeared in the log');
 }

@@ -211,7 +211,7 @@ describe('metrics', () => {
       sb.close();
     } finally {
       await gw.stop();
-      assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|runtime error:/);
+      assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:/);
     }
   });
 });
@@ -288,7 +288,7 @@ describe('logs', () => {
     } finally {
       if (gw.exitCode === null && gw.signal === null) await gw.stop();
       if (gwInfo && gwInfo.exitCode === null && gwInfo.signal === null) await gwInfo.stop();
-      assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|runtime error:/);
+      assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:/);
     }
   });
 });
