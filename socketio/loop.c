@@ -919,6 +919,45 @@ struct sio_conn *sio__conn_find(struct sio_loop *l, int fd, uint64_t serial)
 
 /* ---- fan-out -------------------------------------------------------------------------- */
 
+/* Broadcast frames are queued during a batch of messages and written once per connection
+ * after it (flush_dirty): several frames for one socket cost one write (SPEC §5). */
+static void conn_queue_coalesced(struct sio_loop *l, struct sio_conn *c, struct sio_sbuf *b)
+{
+    out_append(c, b, 0);
+    if (!(c->flags & SIO_CF_DIRTY)) {
+        if (l->ndirty == l->dirty_cap) {
+            l->dirty_cap = l->dirty_cap ? l->dirty_cap * 2 : 256;
+            l->dirty = xrealloc(l->dirty, l->dirty_cap * sizeof(*l->dirty));
+        }
+        c->flags |= SIO_CF_DIRTY;
+        l->dirty[l->ndirty++] = c;
+    }
+    if ((int64_t)c->out_bytes > l->e->cfg->max_payload_bytes) {
+        log_warnx("[SLOW] sid=%016llx fd=%d unsent=%zu: disconnecting a slow reader",
+                  (unsigned long long)c->sid, c->fd, c->out_bytes);
+        METRIC_INC(slow_reader_disconnects_total);
+        sio__conn_close(c, "slow reader", 0, 0);
+    }
+}
+
+/* Writes the coalesced frames; before reap_all, so no connection in the list is freed. */
+static void flush_dirty(struct sio_loop *l)
+{
+    for (size_t i = 0; i < l->ndirty; i++) {
+        struct sio_conn *c = l->dirty[i];
+        c->flags &= (uint8_t)~SIO_CF_DIRTY;
+        if (c->state == SIO_ST_DEAD || (c->flags & SIO_CF_WANT_OUT))
+            continue; /* gone, or EPOLLOUT will write it */
+        if (conn_flush(c) != 0) {
+            if (c->state == SIO_ST_FLUSHING)
+                flushing_done(c);
+            else
+                sio__conn_close(c, "transport error", 0, 0);
+        }
+    }
+    l->ndirty = 0;
+}
+
 static void fanout(struct sio_loop *l, struct sio_bcast *b)
 {
     uint64_t stamp = ++l->stamp;
@@ -937,7 +976,7 @@ static void fanout(struct sio_loop *l, struct sio_bcast *b)
                     memcmp(c->person->id, b->person_id, OID_HEX_LEN) != 0) {
                     /* A slow reader may be closed here, which unlinks it from the room:
                      * next was taken before. */
-                    sio__conn_send_sbuf(c, b->frame);
+                    conn_queue_coalesced(l, c, b->frame);
                     delivered++;
                 }
             }
@@ -1117,6 +1156,7 @@ void *sio__loop_main(void *arg)
             void *p = evs[i].data.ptr;
             if (p == &l->q) {
                 drain_queue(l);
+                flush_dirty(l);
                 continue;
             }
             if (p == &l->tfd) {
@@ -1236,6 +1276,7 @@ void sio__loop_destroy(struct sio_loop *l)
     free(l->heap);
     free(l->by_fd);
     free(l->rbuf);
+    free(l->dirty);
     if (l->epfd >= 0)
         close(l->epfd);
     if (l->tfd >= 0)

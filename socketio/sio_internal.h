@@ -162,6 +162,7 @@ enum sio_conn_state {
 #define SIO_CF_AWAIT_PONG 0x01u
 #define SIO_CF_IN_LIST 0x02u
 #define SIO_CF_WANT_OUT 0x04u /* EPOLLOUT registered */
+#define SIO_CF_DIRTY 0x08u    /* broadcast frames queued, written once after the batch */
 
 /* WebSocket receive state, allocated with the wslay context and freed with it (STACK-NOTES
  * §9): an idle connection holds neither. */
@@ -260,6 +261,8 @@ struct sio_loop {
     bool stopping;
     int64_t stop_deadline_ms;
     struct sio_conn **by_fd; /* fd -> this loop's connection (results find theirs) */
+    struct sio_conn **dirty; /* connections with broadcast frames to write (coalescing) */
+    size_t ndirty, dirty_cap;
     uint8_t *rbuf;           /* the socket read of the connection being served */
     size_t rbuf_len, rbuf_off;
     unsigned freed_ctx; /* wslay contexts freed since the last malloc_trim */
