@@ -9,10 +9,15 @@
  * waits on a signalfd (SIGTERM, SIGINT), so no work ever runs in an async signal handler.
  * Stop is the reverse: the HTTP daemon stops accepting, the engine closes every connection
  * properly and queues the offline writes, maintenance stops, the daemon goes, and the store
- * drains its writer queue before the process exits 0.
+ * drains its writer queue before the process exits 0 (1 when the store did not take every
+ * write within GW_SHUTDOWN_FLUSH_MS: the next start's reconciliation repairs presence).
+ * While it stops, a thread keeps reading the signalfd: a second SIGTERM or SIGINT ends the
+ * process at once, for an operator who will not wait for a store that does not answer.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +73,24 @@ static void raise_nofile(struct gw_config *cfg)
     log_info("open files limit %llu (was %llu, hard %llu): up to %d connections",
              (unsigned long long)rl.rlim_cur, (unsigned long long)before,
              (unsigned long long)rl.rlim_max, cfg->max_connections);
+}
+
+/* Runs once shutdown has begun: a second signal exits now, without waiting for the store. */
+static void *second_signal_thread(void *arg)
+{
+    int sfd = (int)(intptr_t)arg;
+    struct signalfd_siginfo si;
+    for (;;) {
+        ssize_t n = read(sfd, &si, sizeof(si));
+        if (n == (ssize_t)sizeof(si))
+            break;
+        if (n < 0 && errno != EINTR)
+            return NULL;
+    }
+    log_warnx("[SHUTDOWN] second signal %s: exiting now; store writes not yet applied are lost "
+              "(the next start reconciles presence)",
+              strsignal((int)si.ssi_signo));
+    _exit(1);
 }
 
 /* `presence-gateway token --user ID [--role ROLE] [--ttl S]`: prints a token alone on a line. */
@@ -136,10 +159,9 @@ struct gw_app {
     struct maint *maint;
 };
 
-static enum MHD_Result hook_engine_request(void *cls, struct MHD_Connection *conn,
-                                           const char *url, const char *method,
-                                           const char *upload_data, size_t *upload_data_size,
-                                           void **con_cls)
+static enum MHD_Result hook_engine_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                           const char *method, const char *upload_data,
+                                           size_t *upload_data_size, void **con_cls)
 {
     return sio_engine_http_request(((struct gw_app *)cls)->engine, conn, url, method, upload_data,
                                    upload_data_size, con_cls);
@@ -193,7 +215,8 @@ static void print_dev_banner(const struct gw_config *cfg, int port)
             "\npresence-gateway --dev: a JWT secret was generated for this run only.\n"
             "  JWT_SECRET=%s\n"
             "  admin token (24 h): %s\n"
-            "  try: curl -H 'Authorization: Bearer %s' http://127.0.0.1:%d/api/admin/maintenance/stats\n\n",
+            "  try: curl -H 'Authorization: Bearer %s' "
+            "http://127.0.0.1:%d/api/admin/maintenance/stats\n\n",
             cfg->jwt_secret, tok ? tok : "(signing failed)", tok ? tok : "", port);
     fflush(stdout);
     free(tok);
@@ -296,6 +319,13 @@ int main(int argc, char **argv)
     log_info("[SHUTDOWN] signal %s: closing connections and flushing the store",
              strsignal((int)si.ssi_signo));
     int64_t t0 = util_mono_ms();
+    pthread_t watcher;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&watcher, &attr, second_signal_thread, (void *)(intptr_t)sfd) != 0)
+        log_warnx("[SHUTDOWN] cannot watch for a second signal; stopping anyway");
+    pthread_attr_destroy(&attr);
     http_quiesce(http);
     sio_engine_shutdown(engine);
     maint_stop(maint);
@@ -305,7 +335,7 @@ int main(int argc, char **argv)
     maint_free(maint);
     throttle_free(throttle);
     auth_free(auth);
-    close(sfd);
+    /* sfd stays open: the second-signal thread may be blocked reading it until exit. */
     log_info("[SHUTDOWN] done in %lld ms%s", (long long)(util_mono_ms() - t0),
              rc == 0 ? "" : " (some store writes could not be flushed)");
     gw_config_free(&cfg);

@@ -9,7 +9,7 @@
 const { describe, test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const { execFileSync } = require('node:child_process');
+const { execFileSync, spawn } = require('node:child_process');
 const { io } = require('socket.io-client');
 const {
   startGateway, userToken, adminToken, createUser, createConversation, createAnonymous, withTimeout, waitUntil,
@@ -73,6 +73,25 @@ async function markOnlineNeverActive(gw, never) {
   execFileSync('sqlite3', ['-cmd', '.timeout 5000', file,
     `UPDATE users SET isOnline = 1, lastActiveAt = NULL, lastSeen = NULL WHERE id = '${never.id}'`], { timeout: 10000 });
   return true;
+}
+
+// Holds the write lock of a SQLite database with the sqlite3 CLI until release() is called:
+// the gateway's writer then cannot apply anything (it retries, as for a store that is down).
+async function lockDatabase(databaseUrl) {
+  const file = databaseUrl.slice('sqlite:'.length);
+  const p = spawn('sqlite3', [file], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout.on('data', (d) => { out += d; });
+  p.stderr.on('data', (d) => { out += d; });
+  const done = new Promise((resolve) => p.on('exit', resolve));
+  p.stdin.write(".timeout 5000\nBEGIN EXCLUSIVE;\nSELECT 'locked';\n");
+  await waitUntil(() => /locked/.test(out), { timeoutMs: 5000, what: 'the sqlite3 CLI to hold the lock' });
+  return {
+    async release() {
+      if (p.exitCode === null) { p.stdin.end('ROLLBACK;\n.quit\n'); }
+      await withTimeout(done, 5000, 'sqlite3 CLI exit');
+    },
+  };
 }
 
 function rmDir(gw) {
@@ -294,6 +313,83 @@ describe('lifecycle: graceful shutdown', () => {
       }
     } finally {
       for (const s of socks) s.close();
+      if (gw1 && gw1.exitCode === null && gw1.signal === null) await gw1.stop('SIGKILL');
+      rmDir(gw1);
+      if (gw2) { await gw2.stop(); checkLog(gw2); }
+    }
+  });
+
+  test('a store that takes no write: SIGTERM gives up after its flush bound (exit 1), the restart repairs', { ...T, skip: MONGO ? 'locks the SQLite file with the sqlite3 CLI' : false }, async () => {
+    let gw1;
+    let gw2;
+    let lock;
+    const socks = [];
+    try {
+      gw1 = await startGateway({ keepDir: true });
+      const reader = await createUser(gw1, uname('reader'));
+      const a = await createUser(gw1, uname('stuck'));
+      const writes = await metric(gw1, 'meeshy_db_updates_total');
+      socks.push(await connect(gw1, a));
+      await waitUntil(async () => (await metric(gw1, 'meeshy_db_updates_total')) === writes + 1, { what: 'connect write' });
+      const live = (await presence(gw1, [a.id], reader))[a.id];
+      lock = await lockDatabase(gw1.databaseUrl);
+      const t0 = Date.now();
+      gw1.child.kill('SIGTERM');
+      assert.equal((await withTimeout(socks[0].gone, 5000, 'disconnect on shutdown')).reason, 'io server disconnect');
+      const r = await withTimeout(gw1.exited, 20000, 'exit after the flush bound');
+      const took = Date.now() - t0;
+      assert.equal(r.code, 1, 'writes were left unflushed: not a clean exit');
+      assert.ok(took >= 9000 && took < 16000, `gave up after ${took} ms`);
+      assert.match(gw1.log, /\[SHUTDOWN\] done in \d+ ms \(some store writes could not be flushed\)/);
+      checkLog(gw1);
+      await lock.release();
+      lock = null;
+
+      gw2 = await startGateway({ databaseUrl: gw1.databaseUrl });
+      assert.match(gw2.log, /\[RECONCILE\] set 1 persons offline/);
+      const p = (await presence(gw2, [a.id], reader))[a.id];
+      assert.equal(p.isOnline, false);
+      assert.equal(p.lastSeen, live.lastActiveAt);
+    } finally {
+      for (const s of socks) s.close();
+      if (lock) await lock.release();
+      if (gw1 && gw1.exitCode === null && gw1.signal === null) await gw1.stop('SIGKILL');
+      rmDir(gw1);
+      if (gw2) { await gw2.stop(); checkLog(gw2); }
+    }
+  });
+
+  test('a second SIGTERM while the store holds the shutdown up exits at once', { ...T, skip: MONGO ? 'locks the SQLite file with the sqlite3 CLI' : false }, async () => {
+    let gw1;
+    let gw2;
+    let lock;
+    const socks = [];
+    try {
+      gw1 = await startGateway({ keepDir: true });
+      const reader = await createUser(gw1, uname('reader'));
+      const a = await createUser(gw1, uname('impatient'));
+      const writes = await metric(gw1, 'meeshy_db_updates_total');
+      socks.push(await connect(gw1, a));
+      await waitUntil(async () => (await metric(gw1, 'meeshy_db_updates_total')) === writes + 1, { what: 'connect write' });
+      lock = await lockDatabase(gw1.databaseUrl);
+      gw1.child.kill('SIGTERM');
+      await withTimeout(socks[0].gone, 5000, 'disconnect on shutdown');
+      await waitUntil(() => /\[SHUTDOWN\] signal Terminated/.test(gw1.log), { what: 'shutdown started' });
+      assert.equal(gw1.exitCode, null, 'still flushing');
+      const t0 = Date.now();
+      gw1.child.kill('SIGTERM');
+      const r = await withTimeout(gw1.exited, 3000, 'exit on the second signal');
+      assert.equal(r.code, 1);
+      assert.ok(Date.now() - t0 < 2000, `second signal took ${Date.now() - t0} ms`);
+      assert.match(gw1.log, /\[SHUTDOWN\] second signal Terminated: exiting now/);
+      await lock.release();
+      lock = null;
+      gw2 = await startGateway({ databaseUrl: gw1.databaseUrl });
+      assert.match(gw2.log, /\[RECONCILE\] set 1 persons offline/);
+      assert.equal((await presence(gw2, [a.id], reader))[a.id].isOnline, false);
+    } finally {
+      for (const s of socks) s.close();
+      if (lock) await lock.release();
       if (gw1 && gw1.exitCode === null && gw1.signal === null) await gw1.stop('SIGKILL');
       rmDir(gw1);
       if (gw2) { await gw2.stop(); checkLog(gw2); }
