@@ -1126,21 +1126,44 @@ static void overlay_apply_list(struct store *s, struct store_person_list *l,
     l->count = j;
 }
 
+/* Rows of a list just read from the backend replace the cached rows of the same persons
+ * (when no batch landed during the read, gen0): a list read is as fresh as a miss. This keeps
+ * the maintenance job's re-read of a zombie (store_person_get) in line with the zombie query
+ * that found it, also when another writer made it online. Persons not cached stay out. */
+static void cache_refresh(struct store *s, const struct store_person_list *l, uint64_t gen0)
+{
+    if (cache_ttl(s) <= 0)
+        return;
+    int64_t now = util_mono_ms();
+    for (size_t i = 0; i < l->count; i++) {
+        struct cache_shard *sh = cache_shard_of(s, l->items[i].id);
+        struct pcache_entry *e;
+        pthread_mutex_lock(&sh->lock);
+        HASH_FIND_STR(sh->persons, l->items[i].id, e);
+        if (e != NULL && atomic_load(&s->_cache_gen) == gen0)
+            pentry_put_locked(s, sh, pentry_new(&l->items[i], now));
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
 static int read_list(struct store *s, const char *cid, struct store_person_list *out,
                      int (*fn)(struct store_backend *, const char *, struct store_person_list *),
                      int64_t cutoff_ms, bool (*keep)(const struct store_person *, int64_t))
 {
     for (int attempt = 0;; attempt++) {
         struct store_person_list l = {0};
+        uint64_t gen0 = atomic_load(&s->_cache_gen);
         uint64_t seq0 = applied_seq(s);
         int rc = cid != NULL ? fn(s->_b, cid, &l) : s->_ops->zombies_find(s->_b, cutoff_ms, &l);
         if (rc != 0)
             return rc;
         /* A batch landed while we read: some overlay entries we need may be gone. */
-        if (applied_seq(s) != seq0 && attempt < STORE_READ_RETRIES) {
+        if ((applied_seq(s) != seq0 || atomic_load(&s->_cache_gen) != gen0) &&
+            attempt < STORE_READ_RETRIES) {
             store_person_list_free(&l);
             continue;
         }
+        cache_refresh(s, &l, gen0);
         overlay_apply_list(s, &l, keep, cutoff_ms);
         *out = l;
         return 0;

@@ -3,7 +3,7 @@
  * in a counting table: hits never reach the backend, TTL expiry and the writer's sweep,
  * presence exact through the cache before and after the writer lands a batch (and when a
  * batch lands during a backend read), provisioning and reconciliation visible, a change by
- * another writer seen once the TTL passes, the memory bound (built with
+ * another writer seen once the TTL passes (or at once after a list read returned the row), the memory bound (built with
  * STORE_CACHE_PER_SHARD=4: 256 rows), and concurrent readers against a stream of writes.
  *
  * Includes store.c (STYLE: test static functions by including the .c).
@@ -414,6 +414,35 @@ static void test_provisioning_visible(void **state)
     store_conversation_clear(&c);
 }
 
+/* Another writer marks a cached person online long ago (a crashed node's zombie): the zombie
+ * query finds it, and the maintenance job's re-read by id agrees with the query instead of
+ * showing the cached offline row. */
+static void test_list_read_refreshes(void **state)
+{
+    struct store *s = *state;
+    struct store_person u = {0}, p = {0};
+    mkuser(s, "zombie", &u);
+    assert_int_equal(store_person_get(s, u.id, &p), 0); /* cached offline */
+    assert_false(p.is_online);
+    store_person_clear(&p);
+    char sql[200];
+    snprintf(sql, sizeof(sql), "UPDATE users SET isOnline=1, lastActiveAt=1000 WHERE id='%s'",
+             u.id);
+    sql_exec(sql);
+    struct store_person_list z = {0};
+    assert_int_equal(store_zombies_find(s, 5000, &z), 0);
+    assert_int_equal(z.count, 1);
+    assert_string_equal(z.items[0].id, u.id);
+    store_person_list_free(&z);
+    int before = atomic_load(&calls_get);
+    assert_int_equal(store_person_get(s, u.id, &p), 0);
+    assert_int_equal(atomic_load(&calls_get), before); /* still a hit, of the fresh row */
+    assert_true(p.is_online);
+    assert_int_equal(p.last_active_at_ms, 1000);
+    store_person_clear(&p);
+    store_person_clear(&u);
+}
+
 /* The cache never holds more than its bound (this build: 64 shards of 4 rows and 4 tokens),
  * and every read stays right while rows are evicted. */
 static void test_memory_bound(void **state)
@@ -546,6 +575,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_presence_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fill_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_provisioning_visible, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_read_refreshes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
     };
