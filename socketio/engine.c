@@ -62,8 +62,8 @@ static void job_auth(struct sio_engine *e, struct sio_msg *m)
         }
     }
     auth_result_clear(&res);
-    free(m->jwt);
-    free(m->session);
+    sio__free_secret(m->jwt);
+    sio__free_secret(m->session);
     m->jwt = m->session = NULL;
     m->rc = rc;
     m->type = SIO_MSG_AUTH_RESULT;
@@ -286,6 +286,9 @@ int sio_engine_disconnect_user(struct sio_engine *e, const char *person_id)
         pthread_cond_destroy(&w->cond);
         free(w);
     }
+    /* Connections closed just before (a page reload) may have left the person inside its
+     * grace: the kick ends it. */
+    sio__registry_end_grace(e, person_id);
     log_info("socketio: admin disconnect user=%s connections=%d", person_id, closed);
     return closed;
 }

@@ -129,14 +129,22 @@ int sio__ws_accept(const char *key, char out[29])
 
 /* ---- queues --------------------------------------------------------------------------- */
 
+void sio__free_secret(char *s)
+{
+    if (s == NULL)
+        return;
+    explicit_bzero(s, strlen(s));
+    free(s);
+}
+
 void sio_msg_free(struct sio_msg *m)
 {
     if (m == NULL)
         return;
     free(m->extra);
-    free(m->jwt);
-    free(m->session);
-    free(m->qtoken);
+    sio__free_secret(m->jwt);
+    sio__free_secret(m->session);
+    sio__free_secret(m->qtoken);
     store_person_clear(&m->person);
     store_id_list_free(&m->convs);
     free(m);
@@ -420,9 +428,9 @@ static void aux_free(struct sio_conn *c)
     struct sio_aux *a = c->aux;
     if (a == NULL)
         return;
-    free(a->jwt);
-    free(a->qtoken);
-    free(a->session);
+    sio__free_secret(a->jwt);
+    sio__free_secret(a->qtoken);
+    sio__free_secret(a->session);
     free(a->pre);
     if (a->dec != NULL) {
         sio_decoder_reset(a->dec);

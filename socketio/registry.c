@@ -182,6 +182,17 @@ void sio__registry_grace_expired(struct sio_engine *e, const char *id, uint32_t 
     pthread_mutex_unlock(&sh->mu);
 }
 
+void sio__registry_end_grace(struct sio_engine *e, const char *id)
+{
+    struct sio_reg_shard *sh = &e->shards[shard_of(id)];
+    pthread_mutex_lock(&sh->mu);
+    struct sio_person *p;
+    HASH_FIND_STR(sh->map, id, p);
+    if (p != NULL && p->in_grace && p->conns == 0)
+        go_offline(e, sh, p, util_now_ms());
+    pthread_mutex_unlock(&sh->mu);
+}
+
 void sio__registry_flush_grace(struct sio_engine *e)
 {
     int64_t now = util_now_ms();

@@ -223,9 +223,9 @@ static void on_connect(struct sio_conn *c, struct sio_packet *p)
     c->state = SIO_ST_AUTHING;
     /* The credentials of the upgrade request are not needed any more. */
     if (a != NULL) {
-        free(a->jwt);
-        free(a->qtoken);
-        free(a->session);
+        sio__free_secret(a->jwt);
+        sio__free_secret(a->qtoken);
+        sio__free_secret(a->session);
         a->jwt = a->qtoken = a->session = NULL;
         sio__aux_maybe_free(c);
     }

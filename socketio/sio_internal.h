@@ -119,6 +119,8 @@ struct sio_mpsc {
 };
 
 void sio_msg_free(struct sio_msg *m);
+/* Wipes and frees a credential string (NULL allowed). */
+void sio__free_secret(char *s);
 
 /* disconnect_user waits for every loop to act (bounded). */
 struct sio_kick_wait {
@@ -330,6 +332,8 @@ void sio__registry_grace_expired(struct sio_engine *e, const char *id, uint32_t 
 int sio__registry_live(struct sio_engine *e, const char *id);
 void sio__registry_member_added(struct sio_engine *e, const char *cid, const char *uid);
 void sio__registry_activity(struct sio_engine *e, struct sio_person *p, int64_t now_ms);
+/* An admin kick skips the grace: a person inside it goes offline now. */
+void sio__registry_end_grace(struct sio_engine *e, const char *id);
 /* Persons in their grace when the engine stops: offline now. */
 void sio__registry_flush_grace(struct sio_engine *e);
 /* Builds and publishes a user:status broadcast. */

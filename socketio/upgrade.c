@@ -161,9 +161,9 @@ enum MHD_Result sio_engine_http_request(void *cls, struct MHD_Connection *conn, 
     const char *bearer = authz ? auth_bearer_from_header(authz) : NULL;
     const char *session = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Session-Token");
     const char *qtoken = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "token");
-    free(rq->jwt);
-    free(rq->session);
-    free(rq->qtoken);
+    sio__free_secret(rq->jwt);
+    sio__free_secret(rq->session);
+    sio__free_secret(rq->qtoken);
     rq->jwt = (bearer && *bearer) ? xstrdup(bearer) : NULL;
     rq->session = (session && *session) ? xstrdup(session) : NULL;
     rq->qtoken = (qtoken && *qtoken) ? xstrdup(qtoken) : NULL;
@@ -184,10 +184,8 @@ void sio_engine_http_request_done(void *cls, void *con_cls)
     struct sio_req *rq = con_cls;
     if (rq == NULL)
         return;
-    if (rq->jwt)
-        explicit_bzero(rq->jwt, strlen(rq->jwt));
-    free(rq->jwt);
-    free(rq->session);
-    free(rq->qtoken);
+    sio__free_secret(rq->jwt);
+    sio__free_secret(rq->session);
+    sio__free_secret(rq->qtoken);
     free(rq);
 }

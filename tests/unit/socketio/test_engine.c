@@ -612,6 +612,12 @@ static void test_registry_grace(void **state)
     sio__registry_grace_expired(f->e, f->alice, gen);
     assert_int_equal(sio_engine_live_connections(f->e, f->alice), 0);
     assert_int_equal(atomic_load(&gw_metrics.status_broadcasts_total), b0 + 2);
+    /* an admin kick ends a grace in progress */
+    e1 = sio__registry_attach(f->e, &p, &convs, util_now_ms(), &n);
+    assert_int_not_equal(sio__registry_detach(f->e, e1, false, util_now_ms(), &n), 0);
+    assert_int_equal(sio_engine_live_connections(f->e, f->alice), 1);
+    assert_int_equal(sio_engine_disconnect_user(f->e, f->alice), 0);
+    assert_int_equal(sio_engine_live_connections(f->e, f->alice), 0);
     /* skip_grace (admin kick, shutdown) goes offline at once */
     e1 = sio__registry_attach(f->e, &p, &convs, util_now_ms(), &n);
     assert_int_equal(sio__registry_detach(f->e, e1, true, util_now_ms(), &n), 0);
