@@ -106,6 +106,7 @@ static struct {
     uint32_t concurrency, sources;
     int server_pid;
     bool provision, json;
+    const char *cdf_path; /* --cdf: delivery latency percentiles, one "pct ms" line each */
     int64_t timeout_ns;
     uint32_t user_offset; /* first global user index of this process (several load generators) */
 } cfg = {
@@ -196,6 +197,25 @@ static double pct_ms(const struct samples *s, double p)
         return 0;
     size_t i = (size_t)(p / 100.0 * (double)(s->n - 1) + 0.5);
     return (double)s->v[i] / 1e6;
+}
+
+/* The distribution for plots: every percent up to 90, then finer steps into the tail, so that
+ * a log-scaled "1 / (1 - p)" axis shows p99, p99.9 and the maximum. */
+static void write_cdf(const char *path, const struct samples *s)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL) {
+        fprintf(stderr, "loadgen: --cdf %s: %s\n", path, strerror(errno));
+        return;
+    }
+    for (int i = 0; i <= 90; i++)
+        fprintf(f, "%.3f %.4f\n", (double)i, pct_ms(s, i));
+    for (int i = 1; i < 100; i++)
+        fprintf(f, "%.3f %.4f\n", 90.0 + 0.1 * i, pct_ms(s, 90.0 + 0.1 * i));
+    for (int i = 1; i < 100; i++)
+        fprintf(f, "%.3f %.4f\n", 99.9 + 0.001 * i, pct_ms(s, 99.9 + 0.001 * i));
+    fprintf(f, "%.3f %.4f\n", 100.0, pct_ms(s, 100));
+    fclose(f);
 }
 
 static void user_id(uint32_t u, char out[25])
@@ -1019,7 +1039,9 @@ static void usage(void)
             "  --timeout-ms T          a change not received by every peer by then is lost\n"
             "  --max-seconds T         hard bound of the whole run\n"
             "  --user-offset O         first user index (several load generators: 0, N, 2N...)\n"
-            "  --json                  also print one JSON line of results\n");
+            "  --json                  also print one JSON line of results\n"
+            "  --cdf FILE              write the delivery latency distribution (fanout): lines\n"
+            "                          \"percentile ms\", 0..100, finer in the tail\n");
     exit(2);
 }
 
@@ -1032,7 +1054,8 @@ static void parse_args(int argc, char **argv)
         {"rate", 1, 0, 'r'},        {"duration", 1, 0, 'd'},    {"concurrency", 1, 0, 'C'},
         {"sources", 1, 0, 'S'},     {"server-pid", 1, 0, 'x'},  {"no-provision", 0, 0, 'N'},
         {"timeout-ms", 1, 0, 'T'},  {"max-seconds", 1, 0, 'M'}, {"json", 0, 0, 'j'},
-        {"user-offset", 1, 0, 'O'}, {"help", 0, 0, 'h'},        {0, 0, 0, 0},
+        {"user-offset", 1, 0, 'O'}, {"help", 0, 0, 'h'},        {"cdf", 1, 0, 'F'},
+        {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -1093,6 +1116,9 @@ static void parse_args(int argc, char **argv)
             break;
         case 'j':
             cfg.json = true;
+            break;
+        case 'F':
+            cfg.cdf_path = optarg;
             break;
         case 'O':
             cfg.user_offset = (uint32_t)strtoul(optarg, NULL, 10);
@@ -1293,6 +1319,8 @@ int main(int argc, char **argv)
                pct_ms(&lat_delivery, 100), pct_ms(&lat_change, 99), srv_cpu, p0.rss_kib, p1.rss_kib,
                p2.rss_kib, lg_cpu, phase_s);
     fflush(stdout);
+    if (cfg.cdf_path != NULL && cfg.mode == MODE_FANOUT)
+        write_cdf(cfg.cdf_path, &lat_delivery);
 
     for (uint32_t u = 0; u < cfg.conns; u++) {
         user_close(u);
