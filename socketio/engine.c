@@ -118,7 +118,8 @@ struct sio_engine *sio_engine_new(const struct gw_config *cfg, struct store *sto
                                   struct auth_ctx *auth, struct throttle *throttle)
 {
     struct sio_engine *e = xcalloc(1, sizeof(*e));
-    e->cfg = cfg;
+    /* --conformance: the test suites' timings (conformance.c) */
+    e->cfg = cfg->conformance ? sio__conformance_config(cfg) : cfg;
     e->store = store;
     e->auth = auth;
     e->throttle = throttle;
@@ -135,6 +136,7 @@ struct sio_engine *sio_engine_new(const struct gw_config *cfg, struct store *sto
         e->fd_limit = 1u << 22;
     pthread_mutex_init(&e->wmu, NULL);
     pthread_cond_init(&e->wcond, NULL);
+    pthread_mutex_init(&e->polls_mu, NULL);
     sio__registry_init(e);
     e->adapter = sio__adapter_local(e);
     e->loops = xcalloc((size_t)e->nloops, sizeof(*e->loops));
@@ -224,6 +226,13 @@ void sio_engine_free(struct sio_engine *e)
         sio__loop_destroy(&e->loops[i]);
     free(e->loops);
     free(e->workers);
+    struct sio_poll *p, *ptmp;
+    HASH_ITER(hh, e->polls, p, ptmp)
+    {
+        HASH_DEL(e->polls, p);
+        sio__poll_release(p);
+    }
+    pthread_mutex_destroy(&e->polls_mu);
     sio__registry_destroy(e);
     pthread_mutex_destroy(&e->wmu);
     pthread_cond_destroy(&e->wcond);

@@ -147,6 +147,8 @@ void sio_msg_free(struct sio_msg *m)
     sio__free_secret(m->qtoken);
     store_person_clear(&m->person);
     store_id_list_free(&m->convs);
+    free(m->body);
+    sio__poll_release(m->poll);
     free(m);
 }
 
@@ -263,6 +265,8 @@ static void timer_arm(struct sio_loop *l)
         next = l->heap[0]->deadline_ms;
     if (l->grace_head != NULL && l->grace_head->deadline_ms < next)
         next = l->grace_head->deadline_ms;
+    if (l->linger_head != NULL && l->linger_head->deadline_ms < next)
+        next = l->linger_head->deadline_ms;
     if (l->stopping && l->stop_deadline_ms < next)
         next = l->stop_deadline_ms;
     if (next == l->armed_ms)
@@ -361,6 +365,15 @@ void sio__conn_send_sbuf(struct sio_conn *c, struct sio_sbuf *b)
 {
     if (c->state == SIO_ST_DEAD)
         return;
+    if (c->fd < 0) {
+        /* Polling: the frame's payload is the Engine.IO message; close frames have none. */
+        uint8_t op = b->data[0] & 0x0f;
+        size_t n = b->data[1] & 0x7f;
+        size_t h = n < 126 ? 2 : n == 126 ? 4 : 10;
+        if (op == WSLAY_TEXT_FRAME || op == WSLAY_BINARY_FRAME)
+            sio__poll_send(c, op == WSLAY_BINARY_FRAME, b->data + h, b->len - h);
+        return;
+    }
     if (c->out_head == NULL) {
         ssize_t w;
         do {
@@ -391,6 +404,11 @@ void sio__conn_send_sbuf(struct sio_conn *c, struct sio_sbuf *b)
 
 void sio_conn_send_message(struct sio_conn *c, bool binary, const void *data, size_t len)
 {
+    if (c->fd < 0) {
+        if (c->state != SIO_ST_DEAD)
+            sio__poll_send(c, binary, data, len);
+        return;
+    }
     struct sio_sbuf *b =
         sio_sbuf_frame(binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, data, len);
     sio__conn_send_sbuf(c, b);
@@ -399,6 +417,8 @@ void sio_conn_send_message(struct sio_conn *c, bool binary, const void *data, si
 
 static void send_ws_close(struct sio_conn *c, uint16_t code)
 {
+    if (c->fd < 0)
+        return;
     uint8_t p[2] = {(uint8_t)(code >> 8), (uint8_t)code};
     struct sio_sbuf *b = sio_sbuf_frame(WSLAY_CONNECTION_CLOSE, p, 2);
     sio__conn_send_sbuf(c, b);
@@ -417,7 +437,7 @@ struct sio_aux *sio__aux(struct sio_conn *c)
 void sio__aux_maybe_free(struct sio_conn *c)
 {
     struct sio_aux *a = c->aux;
-    if (a == NULL || a->jwt || a->qtoken || a->session || a->pre || a->dec || a->rl_ts)
+    if (a == NULL || a->jwt || a->qtoken || a->session || a->pre || a->dec || a->rl_ts || a->poll)
         return;
     free(a);
     c->aux = NULL;
@@ -437,6 +457,7 @@ static void aux_free(struct sio_conn *c)
         free(a->dec);
     }
     free(a->rl_ts);
+    sio__poll_release(a->poll);
     free(a);
     c->aux = NULL;
 }
@@ -811,6 +832,12 @@ void sio__conn_close(struct sio_conn *c, const char *reason, int flags, uint16_t
     struct sio_loop *l = c->loop;
     sio__session_detach(c, reason, (flags & SIO_CLOSE_SKIP_GRACE) != 0);
     rooms_leave_all(l, c);
+    if (c->fd < 0) {
+        /* Polling: the close packet goes to the waiting (or next) GET. */
+        sio__poll_close(c);
+        flags &= ~SIO_CLOSE_FLUSH;
+        ws_code = 0;
+    }
     if (ws_code != 0)
         send_ws_close(c, ws_code);
     if (c->state == SIO_ST_DEAD)
@@ -830,14 +857,28 @@ void sio__conn_close(struct sio_conn *c, const char *reason, int flags, uint16_t
     list_push(&l->reap, c);
 }
 
+static void pollconn_del(struct sio_loop *l, uint64_t serial)
+{
+    struct sio_pollconn *pc;
+    HASH_FIND(hh, l->pollconns, &serial, sizeof(serial), pc);
+    if (pc != NULL) {
+        HASH_DEL(l->pollconns, pc);
+        free(pc);
+    }
+}
+
 /* Frees the socket and memory of a connection already detached. */
 static void conn_reap_now(struct sio_conn *c)
 {
     struct sio_loop *l = c->loop;
-    epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    if ((size_t)c->fd < l->e->fd_limit && l->by_fd[c->fd] == c)
-        l->by_fd[c->fd] = NULL;
-    close(c->fd);
+    if (c->fd >= 0) {
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        if ((size_t)c->fd < l->e->fd_limit && l->by_fd[c->fd] == c)
+            l->by_fd[c->fd] = NULL;
+        close(c->fd);
+    } else {
+        pollconn_del(l, c->serial);
+    }
     ws_free(c);
     aux_free(c);
     while (c->out_head != NULL) {
@@ -894,16 +935,26 @@ static void conn_new(struct sio_loop *l, struct sio_msg *m)
     l->nconns++;
     if ((size_t)c->fd < l->e->fd_limit)
         l->by_fd[c->fd] = c;
-    if (m->jwt || m->qtoken || m->session) {
-        struct sio_aux *a = sio__aux(c);
-        a->jwt = m->jwt;
-        a->qtoken = m->qtoken;
-        a->session = m->session;
-        m->jwt = m->qtoken = m->session = NULL;
+    if (m->poll != NULL) {
+        /* A WebSocket probing the upgrade of a polling session: no open packet; it has
+         * ping_timeout to complete the upgrade. */
+        sio__aux(c)->poll = m->poll;
+        m->poll = NULL;
+        c->state = SIO_ST_PROBE;
+        c->deadline_ms = sio__mono_ms() + l->e->cfg->ping_timeout_ms;
+        heap_set(l, c);
+    } else {
+        if (m->jwt || m->qtoken || m->session) {
+            struct sio_aux *a = sio__aux(c);
+            a->jwt = m->jwt;
+            a->qtoken = m->qtoken;
+            a->session = m->session;
+            m->jwt = m->qtoken = m->session = NULL;
+        }
+        sio__session_open(c);
+        if (c->state != SIO_ST_AWAIT_CONNECT)
+            return;
     }
-    sio__session_open(c);
-    if (c->state != SIO_ST_AWAIT_CONNECT)
-        return;
     if (m->extra_len > 0) {
         struct sio_aux *a = sio__aux(c);
         a->pre = m->extra;
@@ -915,9 +966,134 @@ static void conn_new(struct sio_loop *l, struct sio_msg *m)
     }
 }
 
+/* A polling session: a connection without an fd (polling.c). */
+static void conn_new_poll(struct sio_loop *l, struct sio_msg *m)
+{
+    struct sio_poll *p = m->poll;
+    struct sio_conn *c = xcalloc(1, sizeof(*c));
+    c->fd = -1;
+    c->loop = l;
+    c->heap_idx = HEAP_NONE;
+    c->serial = ((uint64_t)l->idx << 48) | ++l->next_serial;
+    c->sid = p->sid_u64;
+    c->state = SIO_ST_AWAIT_CONNECT;
+    pthread_mutex_lock(&p->mu);
+    p->serial = c->serial;
+    pthread_mutex_unlock(&p->mu);
+    struct sio_aux *a = sio__aux(c);
+    a->poll = p;
+    m->poll = NULL;
+    a->jwt = m->jwt;
+    a->qtoken = m->qtoken;
+    a->session = m->session;
+    m->jwt = m->qtoken = m->session = NULL;
+    struct sio_pollconn *pc = xcalloc(1, sizeof(*pc));
+    pc->serial = c->serial;
+    pc->c = c;
+    HASH_ADD(hh, l->pollconns, serial, sizeof(pc->serial), pc);
+    list_push(&l->conns, c);
+    l->nconns++;
+    sio__session_open(c);
+}
+
+struct poll_feed {
+    struct sio_conn *c;
+};
+
+static int poll_packet_cb(void *cls, const struct eio_packet *pk)
+{
+    struct sio_conn *c = cls;
+    sio__session_on_packet(c, pk);
+    return (c->state == SIO_ST_DEAD || c->state == SIO_ST_FLUSHING) ? 1 : 0;
+}
+
+static void on_poll_data(struct sio_loop *l, struct sio_msg *m)
+{
+    uint64_t serial;
+    pthread_mutex_lock(&m->poll->mu);
+    serial = m->poll->serial;
+    pthread_mutex_unlock(&m->poll->mu);
+    struct sio_conn *c = sio__conn_find(l, -1, serial);
+    if (c == NULL)
+        return;
+    if (m->body == NULL) {
+        sio__conn_close(c, "transport error", 0, 0);
+        return;
+    }
+    int rc = eio_decode_payload(m->body, m->body_len, poll_packet_cb, c);
+    if (rc < 0 && c->state != SIO_ST_DEAD && c->state != SIO_ST_FLUSHING)
+        sio__conn_close(c, "parse error", 0, 0);
+}
+
+static void replay_packet(void *cls, const struct eio_packet *pk)
+{
+    struct sio_conn *c = cls;
+    if (pk->binary) {
+        sio_conn_send_message(c, true, pk->data, pk->len);
+        return;
+    }
+    uint8_t *buf = xmalloc(pk->len + 1);
+    buf[0] = (uint8_t)('0' + pk->type);
+    memcpy(buf + 1, pk->data, pk->len);
+    sio_conn_send_message(c, false, buf, pk->len + 1);
+    free(buf);
+}
+
+void sio__conn_upgrade(struct sio_conn *probe)
+{
+    struct sio_loop *l = probe->loop;
+    probe->flags &= (uint8_t)~SIO_CF_UPGRADE;
+    if (probe->state != SIO_ST_PROBE)
+        return;
+    struct sio_poll *p = probe->aux->poll;
+    uint64_t serial;
+    pthread_mutex_lock(&p->mu);
+    serial = p->serial;
+    pthread_mutex_unlock(&p->mu);
+    struct sio_conn *c = sio__conn_find(l, -1, serial);
+    if (c == NULL || probe->ws != NULL || c->state == SIO_ST_FLUSHING) {
+        sio__conn_close(probe, "upgrade failed", 0, 1011);
+        return;
+    }
+    /* The probe's fd, output and epoll registration move into the session's connection;
+     * the probe struct goes without closing the fd. */
+    heap_remove(l, probe);
+    list_unlink(&l->conns, probe);
+    l->nconns--;
+    pollconn_del(l, c->serial);
+    c->fd = probe->fd;
+    if ((size_t)c->fd < l->e->fd_limit)
+        l->by_fd[c->fd] = c;
+    c->out_head = probe->out_head;
+    c->out_tail = probe->out_tail;
+    c->out_bytes = probe->out_bytes;
+    probe->out_head = probe->out_tail = NULL;
+    c->flags |= (uint8_t)(probe->flags & SIO_CF_WANT_OUT);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP |
+                                       ((c->flags & SIO_CF_WANT_OUT) ? EPOLLOUT : 0u),
+                             .data.ptr = c};
+    epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    /* Packets still queued for polling go out on the WebSocket, in order. */
+    sio__poll_upgraded(p, replay_packet, c);
+    sio__poll_unmap(l->e, p);
+    sio__poll_release(c->aux->poll);
+    c->aux->poll = NULL;
+    sio__aux_maybe_free(c);
+    aux_free(probe);
+    free(probe);
+    log_debug("socketio: sid=%016llx upgraded to websocket", (unsigned long long)c->sid);
+}
+
 struct sio_conn *sio__conn_find(struct sio_loop *l, int fd, uint64_t serial)
 {
-    if (fd < 0 || (size_t)fd >= l->e->fd_limit)
+    if (fd < 0) {
+        struct sio_pollconn *pc;
+        HASH_FIND(hh, l->pollconns, &serial, sizeof(serial), pc);
+        if (pc == NULL || pc->c->fd >= 0 || pc->c->state == SIO_ST_DEAD)
+            return NULL;
+        return pc->c;
+    }
+    if ((size_t)fd >= l->e->fd_limit)
         return NULL;
     struct sio_conn *c = l->by_fd[fd];
     if (c == NULL || c->serial != serial || c->state == SIO_ST_DEAD)
@@ -931,6 +1107,10 @@ struct sio_conn *sio__conn_find(struct sio_loop *l, int fd, uint64_t serial)
  * after it (flush_dirty): several frames for one socket cost one write (SPEC §5). */
 static void conn_queue_coalesced(struct sio_loop *l, struct sio_conn *c, struct sio_sbuf *b)
 {
+    if (c->fd < 0) {
+        sio__conn_send_sbuf(c, b);
+        return;
+    }
     out_append(c, b, 0);
     if (!(c->flags & SIO_CF_DIRTY)) {
         if (l->ndirty == l->dirty_cap) {
@@ -1076,6 +1256,22 @@ static void drain_queue(struct sio_loop *l)
         case SIO_MSG_SHUTDOWN:
             on_shutdown(l);
             break;
+        case SIO_MSG_NEW_POLL:
+            if (l->stopping) {
+                pthread_mutex_lock(&m->poll->mu);
+                m->poll->closed = true;
+                if (m->poll->waiting != NULL) {
+                    MHD_resume_connection(m->poll->waiting);
+                    m->poll->waiting = NULL;
+                }
+                pthread_mutex_unlock(&m->poll->mu);
+            } else {
+                conn_new_poll(l, m);
+            }
+            break;
+        case SIO_MSG_POLL_DATA:
+            on_poll_data(l, m);
+            break;
         default:
             break;
         }
@@ -1113,6 +1309,15 @@ static void run_timers(struct sio_loop *l)
         if (l->grace_head == NULL)
             l->grace_tail = NULL;
         sio__registry_grace_expired(l->e, g->id, g->gen);
+        free(g);
+    }
+    while (l->linger_head != NULL && l->linger_head->deadline_ms <= now) {
+        struct sio_linger *g = l->linger_head;
+        l->linger_head = g->next;
+        if (l->linger_head == NULL)
+            l->linger_tail = NULL;
+        sio__poll_unmap(l->e, g->poll);
+        sio__poll_release(g->poll);
         free(g);
     }
 }
@@ -1197,6 +1402,8 @@ void *sio__loop_main(void *arg)
             }
             if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 conn_on_readable(c);
+            if (c->flags & SIO_CF_UPGRADE)
+                sio__conn_upgrade(c);
         }
         reap_all(l);
         maybe_trim(l, n == 0);
@@ -1261,6 +1468,16 @@ void sio__loop_destroy(struct sio_loop *l)
             sio__kick_wait_done(m->wait, 0);
         if (m->type == SIO_MSG_NEW_CONN && m->fd >= 0)
             close(m->fd);
+        if (m->type == SIO_MSG_NEW_POLL && m->poll != NULL) {
+            /* its handshake GET waits: let it go */
+            pthread_mutex_lock(&m->poll->mu);
+            m->poll->closed = true;
+            if (m->poll->waiting != NULL) {
+                MHD_resume_connection(m->poll->waiting);
+                m->poll->waiting = NULL;
+            }
+            pthread_mutex_unlock(&m->poll->mu);
+        }
         sio_msg_free(m);
         m = next;
     }
@@ -1280,6 +1497,19 @@ void sio__loop_destroy(struct sio_loop *l)
         struct sio_grace *g = l->grace_head;
         l->grace_head = g->next;
         free(g);
+    }
+    while (l->linger_head != NULL) {
+        struct sio_linger *g = l->linger_head;
+        l->linger_head = g->next;
+        sio__poll_unmap(l->e, g->poll);
+        sio__poll_release(g->poll);
+        free(g);
+    }
+    struct sio_pollconn *pc, *ptmp;
+    HASH_ITER(hh, l->pollconns, pc, ptmp)
+    {
+        HASH_DEL(l->pollconns, pc);
+        free(pc);
     }
     free(l->heap);
     free(l->by_fd);

@@ -97,7 +97,8 @@ void sio__session_open(struct sio_conn *c)
     char sid[21];
     sio__sid_string(c->sid, sid);
     size_t len;
-    char *open = eio_encode_open(sid, false, cfg->ping_interval_ms, cfg->ping_timeout_ms,
+    /* A polling session offers the upgrade to WebSocket; a direct WebSocket offers none. */
+    char *open = eio_encode_open(sid, c->fd < 0, cfg->ping_interval_ms, cfg->ping_timeout_ms,
                                  cfg->max_payload_bytes, &len);
     send_text(c, open, len);
     int64_t now = sio__mono_ms();
@@ -112,6 +113,10 @@ static void rl_gc(struct sio_conn *c, int64_t now_ms);
 void sio__session_on_timer(struct sio_conn *c, int64_t now_ms)
 {
     const struct gw_config *cfg = c->loop->e->cfg;
+    if (c->state == SIO_ST_PROBE) {
+        sio__conn_close(c, "upgrade timeout", SIO_CLOSE_FLUSH, 1000);
+        return;
+    }
     if ((c->state == SIO_ST_AWAIT_CONNECT || c->state == SIO_ST_AUTHING) &&
         now_ms >= c->connect_deadline_ms) {
         sio__conn_close(c, "connect timeout", SIO_CLOSE_FLUSH, 1000);
@@ -482,23 +487,55 @@ static void on_eio_message(struct sio_conn *c, const uint8_t *data, size_t len, 
     }
 }
 
+/* A WebSocket probing the upgrade of a polling session: "2probe" -> "3probe", then "5". */
+static void on_probe_packet(struct sio_conn *c, const struct eio_packet *ep)
+{
+    if (ep->type == EIO_PING && ep->len == 5 && memcmp(ep->data, "probe", 5) == 0) {
+        static const char pong[] = "3probe";
+        sio_conn_send_message(c, false, pong, 6);
+        sio__poll_upgrading(c->aux->poll);
+        return;
+    }
+    if (ep->type == EIO_UPGRADE) {
+        c->flags |= SIO_CF_UPGRADE; /* done by the loop once this read is processed */
+        return;
+    }
+    if (ep->type == EIO_NOOP)
+        return;
+    sio__conn_close(c, "bad upgrade", SIO_CLOSE_FLUSH, 1002);
+}
+
 void sio__session_on_message(struct sio_conn *c, const uint8_t *msg, size_t len, bool binary)
 {
-    struct sio_aux *a = c->aux;
-    if (binary && (a == NULL || a->dec == NULL)) {
-        sio__conn_close(c, "parse error", SIO_CLOSE_FLUSH, 1003);
-        return;
-    }
-    if (binary) {
-        on_eio_message(c, msg, len, true);
-        return;
-    }
     struct eio_packet ep;
-    if (eio_decode_ws(msg, len, false, &ep) != 0) {
+    if (binary) {
+        ep.type = EIO_MESSAGE;
+        ep.binary = true;
+        ep.data = msg;
+        ep.len = len;
+    } else if (eio_decode_ws(msg, len, false, &ep) != 0) {
         sio__conn_close(c, "parse error", SIO_CLOSE_FLUSH, 1002);
         return;
     }
-    switch (ep.type) {
+    sio__session_on_packet(c, &ep);
+}
+
+void sio__session_on_packet(struct sio_conn *c, const struct eio_packet *ep)
+{
+    if (c->state == SIO_ST_PROBE) {
+        on_probe_packet(c, ep);
+        return;
+    }
+    struct sio_aux *a = c->aux;
+    if (ep->binary) {
+        if (a == NULL || a->dec == NULL) {
+            sio__conn_close(c, "parse error", SIO_CLOSE_FLUSH, 1003);
+            return;
+        }
+        on_eio_message(c, ep->data, ep->len, true);
+        return;
+    }
+    switch (ep->type) {
     case EIO_PONG:
         c->flags &= (uint8_t)~SIO_CF_AWAIT_PONG;
         rearm(c);
@@ -506,17 +543,17 @@ void sio__session_on_message(struct sio_conn *c, const uint8_t *msg, size_t len,
     case EIO_PING: {
         /* Clients send pings only as upgrade probes; answer them as the reference does. */
         char buf[64];
-        if (ep.len > sizeof(buf) - 1) {
+        if (ep->len > sizeof(buf) - 1) {
             sio__conn_close(c, "parse error", SIO_CLOSE_FLUSH, 1002);
             break;
         }
         buf[0] = '3';
-        memcpy(buf + 1, ep.data, ep.len);
-        sio_conn_send_message(c, false, buf, ep.len + 1);
+        memcpy(buf + 1, ep->data, ep->len);
+        sio_conn_send_message(c, false, buf, ep->len + 1);
         break;
     }
     case EIO_MESSAGE:
-        on_eio_message(c, ep.data, ep.len, false);
+        on_eio_message(c, ep->data, ep->len, false);
         break;
     case EIO_CLOSE:
         sio__conn_close(c, "transport close", SIO_CLOSE_FLUSH, 1000);

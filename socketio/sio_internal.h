@@ -72,12 +72,15 @@ enum sio_msg_type {
     SIO_MSG_KICK,        /* any -> loop: close the connections of a person */
     SIO_MSG_MEMBER_ADDED,
     SIO_MSG_SHUTDOWN,
+    SIO_MSG_NEW_POLL,  /* MHD thread -> loop: a polling handshake */
+    SIO_MSG_POLL_DATA, /* MHD thread -> loop: the packets of a polling POST */
     SIO_JOB_AUTH, /* loop -> worker */
     SIO_JOB_JOIN,
 };
 
 struct sio_bcast;
 struct sio_kick_wait;
+struct sio_poll;
 
 struct sio_msg {
     struct sio_msg *next;
@@ -105,6 +108,11 @@ struct sio_msg {
     bool ok;
     /* BCAST */
     struct sio_bcast *bcast;
+    bool eio_echo; /* NEW_CONN, NEW_POLL: --conformance /engine.io/ (SIO_CF_EIO_ECHO) */
+    /* NEW_POLL, POLL_DATA, NEW_CONN of an upgrade from polling (a reference each) */
+    struct sio_poll *poll;
+    uint8_t *body;
+    size_t body_len;
     /* KICK */
     uint64_t except_serial; /* 0: none */
     bool announce;          /* send 41 + close 1000 first */
@@ -157,6 +165,7 @@ enum sio_conn_state {
     SIO_ST_AWAIT_CONNECT, /* Engine.IO open sent, Socket.IO CONNECT awaited */
     SIO_ST_AUTHING,       /* CONNECT received, the worker verifies */
     SIO_ST_CONNECTED,
+    SIO_ST_PROBE,    /* a WebSocket probing the upgrade of a polling session */
     SIO_ST_FLUSHING, /* detached; writes out what is queued, then goes */
     SIO_ST_DEAD,     /* on the reap list */
 };
@@ -165,6 +174,12 @@ enum sio_conn_state {
 #define SIO_CF_IN_LIST 0x02u
 #define SIO_CF_WANT_OUT 0x04u /* EPOLLOUT registered */
 #define SIO_CF_DIRTY 0x08u    /* broadcast frames queued, written once after the batch */
+#define SIO_CF_UPGRADE 0x10u  /* a probe got "5": take over its polling session */
+/* --conformance (conformance.c): a bare Engine.IO echo session (/engine.io/), and the
+ * namespaces a Socket.IO session joined */
+#define SIO_CF_EIO_ECHO 0x20u
+#define SIO_CF_NSP_MAIN 0x40u
+#define SIO_CF_NSP_CUSTOM 0x80u
 
 /* WebSocket receive state, allocated with the wslay context and freed with it (STACK-NOTES
  * §9): an idle connection holds neither. */
@@ -189,6 +204,8 @@ struct sio_aux {
     struct sio_decoder *dec;
     uint32_t *rl_ts; /* ring of max_events_per_sec timestamps (ms since loop base) */
     uint32_t rl_head, rl_n;
+    struct sio_poll *poll; /* HTTP long-polling transport (then fd is -1), or the polling
+                            * session a probing WebSocket would take over */
 };
 
 struct sio_person;
@@ -216,6 +233,33 @@ struct sio_conn {
     struct sio_conn *prev, *next; /* the loop's list, or the reap list */
 };
 
+/* ---- HTTP long-polling ---------------------------------------------------------------- */
+
+/* A polling session, shared by its loop (which owns the connection) and the MHD threads that
+ * serve its GET and POST requests. Everything below refs is under mu. */
+struct sio_poll {
+    atomic_int refs; /* the sid map, the connection, each request and message holding it */
+    pthread_mutex_t mu;
+    char sid[21];
+    uint64_t sid_u64;
+    struct sio_loop *loop;
+    uint64_t serial;   /* of its connection */
+    char *out;         /* packets waiting for the next GET, as a polling payload */
+    size_t out_len, out_cap;
+    struct MHD_Connection *waiting; /* a suspended GET */
+    bool closed;    /* no more requests; a waiting GET gets the close packet */
+    bool upgrading; /* a WebSocket probe answered: GETs get a noop at once */
+    bool upgraded;
+    bool close_after; /* closed with packets queued: they go first, the close packet next */
+    UT_hash_handle hh; /* in the engine's sid map */
+};
+
+struct sio_pollconn { /* per loop: serial -> connection without an fd */
+    uint64_t serial;
+    struct sio_conn *c;
+    UT_hash_handle hh;
+};
+
 /* ---- rooms (per loop) ----------------------------------------------------------------- */
 
 struct sio_room {
@@ -240,6 +284,13 @@ struct sio_grace {
     char id[OID_HEX_LEN + 1];
 };
 
+/* A closed polling session kept findable until its last payload is fetched (bounded). */
+struct sio_linger {
+    struct sio_linger *next;
+    int64_t deadline_ms;
+    struct sio_poll *poll;
+};
+
 struct sio_loop {
     struct sio_engine *e;
     int idx;
@@ -256,6 +307,7 @@ struct sio_loop {
     int64_t armed_ms;
     struct sio_room *rooms;
     struct sio_grace *grace_head, *grace_tail;
+    struct sio_linger *linger_head, *linger_tail;
     uint64_t stamp;
     uint64_t next_serial;
     int64_t base_ms;
@@ -263,6 +315,7 @@ struct sio_loop {
     bool stopping;
     int64_t stop_deadline_ms;
     struct sio_conn **by_fd; /* fd -> this loop's connection (results find theirs) */
+    struct sio_pollconn *pollconns;
     struct sio_conn **dirty; /* connections with broadcast frames to write (coalescing) */
     size_t ndirty, dirty_cap;
     uint8_t *rbuf;           /* the socket read of the connection being served */
@@ -314,6 +367,8 @@ struct sio_engine {
     struct sio_reg_shard shards[SIO_REG_SHARDS];
     struct sio_adapter adapter;
     size_t fd_limit; /* RLIMIT_NOFILE at start: the size of each loop's by_fd */
+    pthread_mutex_t polls_mu;
+    struct sio_poll *polls; /* sid -> polling session */
 };
 
 /* registry.c */
@@ -365,6 +420,8 @@ void sio__conn_timer_update(struct sio_conn *c);
 void sio__loop_grace_add(struct sio_loop *l, const char *id, uint32_t gen);
 /* The live connection an asynchronous result is for, or NULL. */
 struct sio_conn *sio__conn_find(struct sio_loop *l, int fd, uint64_t serial);
+/* Moves the fd of a probing WebSocket into its polling session (on "5"). */
+void sio__conn_upgrade(struct sio_conn *probe);
 void sio__room_join(struct sio_loop *l, struct sio_conn *c, const char *cid);
 bool sio__room_leave(struct sio_loop *l, struct sio_conn *c, const char *cid);
 struct sio_aux *sio__aux(struct sio_conn *c);
@@ -373,12 +430,41 @@ void sio__aux_maybe_free(struct sio_conn *c);
 /* session.c */
 void sio__session_open(struct sio_conn *c);
 void sio__session_on_message(struct sio_conn *c, const uint8_t *msg, size_t len, bool binary);
+void sio__session_on_packet(struct sio_conn *c, const struct eio_packet *ep);
 void sio__session_on_timer(struct sio_conn *c, int64_t now_ms);
 void sio__session_auth_result(struct sio_conn *c, struct sio_msg *m);
 void sio__session_join_result(struct sio_conn *c, struct sio_msg *m);
 void sio__session_detach(struct sio_conn *c, const char *reason, bool skip_grace);
 void sio__session_goodbye(struct sio_conn *c);
 void sio__sid_string(uint64_t sid, char out[21]);
+
+/* polling.c */
+enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection *conn,
+                                     const char *method, const char *sid, const char *upload_data,
+                                     size_t *upload_data_size, void **con_cls);
+void sio__polling_request_done(void *con_cls);
+/* The live polling session of sid with a reference taken, or NULL. */
+struct sio_poll *sio__poll_find(struct sio_engine *e, const char *sid);
+void sio__poll_release(struct sio_poll *p);
+/* Loop side */
+void sio__poll_send(struct sio_conn *c, bool binary, const void *data, size_t len);
+void sio__poll_close(struct sio_conn *c);
+void sio__poll_upgrading(struct sio_poll *p);
+void sio__poll_unmap(struct sio_engine *e, struct sio_poll *p);
+/* Hands the packets still queued for polling to fn (the upgrade sends them on the WebSocket)
+ * and marks the session upgraded. */
+void sio__poll_upgraded(struct sio_poll *p, void (*fn)(void *cls, const struct eio_packet *pk),
+                        void *cls);
+
+/* conformance.c (--conformance, SPEC §3 "Conformance mode") */
+/* The configuration the engine uses in conformance mode: cfg with the suites' timings. */
+const struct gw_config *sio__conformance_config(const struct gw_config *cfg);
+/* True for /engine.io/ in conformance mode: the session is a bare Engine.IO echo. */
+bool sio__conformance_eio_path(const struct sio_engine *e, const char *url);
+/* An Engine.IO packet of an echo session: true when handled (messages are echoed). */
+bool sio__conformance_message(struct sio_conn *c, const struct eio_packet *ep);
+/* A Socket.IO packet in conformance mode (instead of the product's handling). */
+void sio__conformance_packet(struct sio_conn *c, struct sio_packet *p);
 
 /* engine.c */
 void sio__worker_push(struct sio_engine *e, struct sio_msg *m);

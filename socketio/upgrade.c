@@ -14,7 +14,7 @@
  * Errors follow the reference server: {"code":0,"message":"Transport unknown"},
  * {"code":1,"message":"Session ID unknown"}, {"code":2,"message":"Bad handshake method"},
  * {"code":3,"message":"Bad request"}, {"code":5,"message":"Unsupported protocol version"},
- * all 400. Long-polling is not served yet (Transport unknown).
+ * all 400. Long-polling requests go to polling.c.
  */
 #include <fcntl.h>
 #include <stdlib.h>
@@ -26,9 +26,12 @@
 #include "common/xmalloc.h"
 #include "socketio/sio_internal.h"
 
-/* The per-request state (*con_cls), freed by sio_engine_http_request_done. */
+/* The per-request state of a WebSocket handshake (*con_cls), freed by
+ * sio_engine_http_request_done. Polling requests have their own (polling.c); kind tells. */
 struct sio_req {
+    int kind; /* 0; must stay first */
     struct sio_engine *e;
+    struct sio_poll *poll; /* the polling session this WebSocket upgrades, with a ref */
     char *jwt;
     char *session;
     char *qtoken;
@@ -110,6 +113,13 @@ static void upgrade_cb(void *cls, struct MHD_Connection *connection, void *con_c
     m->session = rq->session;
     m->qtoken = rq->qtoken;
     rq->jwt = rq->session = rq->qtoken = NULL;
+    if (rq->poll != NULL) {
+        /* The probe goes to the loop of the session it upgrades. */
+        m->poll = rq->poll;
+        rq->poll = NULL;
+        sio__mpsc_push(&m->poll->loop->q, m);
+        return;
+    }
     unsigned i = atomic_fetch_add_explicit(&e->rr, 1, memory_order_relaxed) % (unsigned)e->nloops;
     sio__mpsc_push(&e->loops[i].q, m);
 }
@@ -121,6 +131,12 @@ enum MHD_Result sio_engine_http_request(void *cls, struct MHD_Connection *conn, 
     (void)url;
     (void)upload_data;
     struct sio_engine *e = cls;
+    const char *eio = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "EIO");
+    const char *transport = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "transport");
+    const char *sid = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "sid");
+    if (eio != NULL && strcmp(eio, "4") == 0 && transport != NULL &&
+        strcmp(transport, "polling") == 0)
+        return sio__polling_request(e, conn, method, sid, upload_data, upload_data_size, con_cls);
     if (*con_cls == NULL) {
         /* First call: headers only. Answering now would cost keep-alive (STACK-NOTES §3). */
         struct sio_req *rq = xcalloc(1, sizeof(*rq));
@@ -133,15 +149,10 @@ enum MHD_Result sio_engine_http_request(void *cls, struct MHD_Connection *conn, 
         *upload_data_size = 0; /* a body on a handshake is ignored */
         return MHD_YES;
     }
-    const char *eio = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "EIO");
-    const char *transport = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "transport");
-    const char *sid = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "sid");
     if (eio == NULL || strcmp(eio, "4") != 0)
         return reply_error(conn, 5, "Unsupported protocol version");
     if (transport == NULL || strcmp(transport, "websocket") != 0)
         return reply_error(conn, 0, "Transport unknown");
-    if (sid != NULL)
-        return reply_error(conn, 1, "Session ID unknown");
     if (strcmp(method, "GET") != 0)
         return reply_error(conn, 2, "Bad handshake method");
     const char *upgrade = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
@@ -156,6 +167,19 @@ enum MHD_Result sio_engine_http_request(void *cls, struct MHD_Connection *conn, 
         return reply_error(conn, 3, "Bad request");
     if (!atomic_load(&e->running))
         return reply_error(conn, 3, "Bad request");
+    if (sid != NULL) {
+        /* The upgrade of a polling session: it must exist and not be upgraded already. */
+        if (rq->poll == NULL)
+            rq->poll = sio__poll_find(e, sid);
+        bool ok = false;
+        if (rq->poll != NULL) {
+            pthread_mutex_lock(&rq->poll->mu);
+            ok = !rq->poll->closed && !rq->poll->upgraded && !rq->poll->upgrading;
+            pthread_mutex_unlock(&rq->poll->mu);
+        }
+        if (!ok)
+            return reply_error(conn, 1, "Session ID unknown");
+    }
 
     const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
     const char *bearer = authz ? auth_bearer_from_header(authz) : NULL;
@@ -184,6 +208,11 @@ void sio_engine_http_request_done(void *cls, void *con_cls)
     struct sio_req *rq = con_cls;
     if (rq == NULL)
         return;
+    if (rq->kind != 0) {
+        sio__polling_request_done(con_cls);
+        return;
+    }
+    sio__poll_release(rq->poll);
     sio__free_secret(rq->jwt);
     sio__free_secret(rq->session);
     sio__free_secret(rq->qtoken);

@@ -349,7 +349,7 @@ describe('socketio: handshake, presence, events', () => {
     let r = await fetch(`${gw.url}/socket.io/?EIO=3&transport=websocket`);
     assert.equal(r.status, 400);
     assert.deepEqual(await r.json(), { code: 5, message: 'Unsupported protocol version' });
-    r = await fetch(`${gw.url}/socket.io/?EIO=4&transport=polling`);
+    r = await fetch(`${gw.url}/socket.io/?EIO=4&transport=flash`);
     assert.equal(r.status, 400);
     assert.deepEqual(await r.json(), { code: 0, message: 'Transport unknown' });
     r = await fetch(`${gw.url}/socket.io/?EIO=4&transport=websocket`);
@@ -426,6 +426,107 @@ describe('socketio: handshake, presence, events', () => {
   });
 });
 
+describe('socketio: HTTP long-polling and the upgrade', () => {
+  let gw;
+  before(async () => { gw = await startGateway({ env: { LOOP_THREADS: '2' } }); });
+  after(async () => { await stopClean(gw); });
+
+  test('default transports: polling first, then the upgrade to WebSocket', T, async () => {
+    const a = await user(gw, 'pollup');
+    const b = await user(gw, 'pollwatch');
+    await createConversation(gw, [a.id, b.id]);
+    const sb = await as(gw, b);
+    const s = client(gw, { token: userToken(a.id) }, { transports: ['polling', 'websocket'] });
+    const upgraded = withTimeout(new Promise((r) => s.io.on('open', () => s.io.engine.once('upgrade', (t) => r(t.name)))), 5000, 'upgrade');
+    await connected(s);
+    assert.equal(await upgraded, 'websocket');
+    await waitStatus(sb, (e) => e.userId === a.id && e.isOnline, 'A online');
+    const [r] = await emitAck(s, 'echo', 'after upgrade', Buffer.from([9, 8]));
+    assert.equal(r, 'after upgrade');
+    s.close();
+    await waitStatus(sb, (e) => e.userId === a.id && !e.isOnline, 'A offline');
+    sb.close();
+  });
+
+  test('polling only: events, binary acks, presence and the admin kick', T, async () => {
+    const a = await user(gw, 'poller');
+    const b = await user(gw, 'pollpeer');
+    await createConversation(gw, [a.id, b.id]);
+    const s = await connect(gw, { token: userToken(a.id) }, { transports: ['polling'] });
+    s.userId = a.id;
+    assert.equal(s.io.engine.transport.name, 'polling');
+    const res = await emitAck(s, 'echo', 'p', { k: [1] }, Buffer.from([1, 2, 3]));
+    assert.equal(res[0], 'p');
+    assert.deepEqual(res[1], { k: [1] });
+    assert.deepEqual([...res[2]], [1, 2, 3]);
+    const sb = await as(gw, b);
+    await waitStatus(s, (e) => e.userId === b.id && e.isOnline, 'B online at the polling client');
+    let [j] = await emitAck(s, 'conversation:leave', { conversationId: (await createConversation(gw, [a.id])).id });
+    assert.equal(j.success, true);
+    const bad = await connectError(gw, { token: 'x.y.z' }, { transports: ['polling'] });
+    assert.equal(bad.message, 'Invalid token');
+    const gone = disconnected(s);
+    const r = await gw.api('POST', `/api/admin/users/${a.id}/disconnect`, { token: adminToken() });
+    assert.deepEqual(r.body, { userId: a.id, disconnected: 1 });
+    assert.equal(await gone, 'io server disconnect');
+    await waitStatus(sb, (e) => e.userId === a.id && !e.isOnline, 'A offline after the kick');
+    sb.close();
+  });
+
+  test('polling protocol errors: unknown sid, overlapping GETs, bad payloads, a second upgrade', T, async () => {
+    const base = `${gw.url}/socket.io/?EIO=4&transport=polling`;
+    const open = async () => {
+      const r = await fetch(base);
+      assert.equal(r.status, 200);
+      const t = await r.text();
+      assert.equal(t[0], '0');
+      const o = JSON.parse(t.slice(1));
+      assert.deepEqual(o.upgrades, ['websocket']);
+      assert.deepEqual(Object.keys(o).sort(), ['maxPayload', 'pingInterval', 'pingTimeout', 'sid', 'upgrades']);
+      return o.sid;
+    };
+    let r = await fetch(`${base}&sid=nope`);
+    assert.equal(r.status, 400);
+    assert.deepEqual(await r.json(), { code: 1, message: 'Session ID unknown' });
+    r = await fetch(`${base}&sid=nope`, { method: 'POST', body: '40' });
+    assert.equal(r.status, 400);
+    // A POST of packets is answered "ok"; the answer comes on the next GET.
+    const sid = await open();
+    r = await fetch(`${base}&sid=${sid}`, { method: 'POST', body: '40\x1e40/admin,' });
+    assert.equal(r.status, 200);
+    assert.equal(await r.text(), 'ok');
+    r = await fetch(`${base}&sid=${sid}`);
+    const got = await r.text();
+    assert.match(got, /44\{"message":"Authentication required"\}/);
+    assert.match(got, /44\/admin,\{"message":"Invalid namespace"\}/);
+    // Two GETs at once close the session.
+    const first = fetch(`${base}&sid=${sid}`);
+    await new Promise((res) => setTimeout(res, 100)); // let the first GET be suspended
+    r = await fetch(`${base}&sid=${sid}`);
+    assert.equal(r.status, 400);
+    const f = await withTimeout(first, 5000, 'the waiting GET ends');
+    assert.equal(await f.text(), '1');
+    r = await fetch(`${base}&sid=${sid}`);
+    assert.equal(r.status, 400, 'the session is gone');
+    // A malformed payload closes the session.
+    const sid2 = await open();
+    r = await fetch(`${base}&sid=${sid2}`, { method: 'POST', body: '9garbage' });
+    assert.equal(r.status, 200);
+    await waitUntil(async () => (await fetch(`${base}&sid=${sid2}`)).status === 400, { what: 'session closed after a bad payload' });
+    // A second WebSocket upgrade for the same sid is refused.
+    const sid3 = await open();
+    const ws1 = raw(gw, `&sid=${sid3}`);
+    await ws1.opened;
+    ws1.send('2probe');
+    await rawWait(ws1, (m) => m === '3probe', '3probe');
+    const ws2 = new WebSocket(`ws://127.0.0.1:${gw.port}/socket.io/?EIO=4&transport=websocket&sid=${sid3}`);
+    ws2.on('error', () => {});
+    const refused = await new Promise((res) => { ws2.once('unexpected-response', (req, resp) => res(resp.statusCode)); ws2.once('open', () => res('open')); });
+    assert.equal(refused, 400);
+    ws1.close();
+  });
+});
+
 describe('socketio: heartbeat', () => {
   let gw;
   before(async () => {
@@ -456,6 +557,21 @@ describe('socketio: heartbeat', () => {
     assert.ok(sb.connected);
     assert.equal(await metric(gw, 'meeshy_connected_sockets'), before);
     sb.close();
+  });
+
+  test('a polling client answers pings and stays; a silent polling session is closed', T, async () => {
+    const a = await user(gw, 'pollping');
+    const s = await connect(gw, { token: userToken(a.id) }, { transports: ['polling'] });
+    const t0 = Date.now();
+    await waitUntil(() => Date.now() - t0 > 1200, { what: 'a few ping intervals' });
+    assert.ok(s.connected);
+    const [r] = await emitAck(s, 'echo', 'alive');
+    assert.equal(r, 'alive');
+    s.close();
+    // A handshake nobody polls again: dropped after pingInterval + pingTimeout.
+    const t1 = await (await fetch(`${gw.url}/socket.io/?EIO=4&transport=polling`)).text();
+    const sid = JSON.parse(t1.slice(1)).sid;
+    await waitUntil(async () => (await fetch(`${gw.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`)).status === 400 || false, { timeoutMs: 3000, intervalMs: 600, what: 'silent session closed' });
   });
 
   test('a raw client answering pings stays; one that never sends CONNECT is closed', T, async () => {
