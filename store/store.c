@@ -121,7 +121,7 @@ struct batch_item {
 
 /* A cached person row; its strings point into strings[]. */
 struct pcache_entry {
-    UT_hash_handle hh; /* key: p.id */
+    UT_hash_handle hh;                /* key: p.id */
     struct pcache_entry *prev, *next; /* fill order, oldest first */
     int64_t filled_ms;                /* monotonic */
     struct store_person p;
@@ -312,7 +312,7 @@ static int64_t cache_ttl(struct store *s)
 /* A cache entry holding a copy of p, strings packed after the struct. */
 static struct pcache_entry *pentry_new(const struct store_person *p, int64_t now_ms)
 {
-    const char *src[6] = {p->username, p->display_name, p->first_name,
+    const char *src[6] = {p->username,  p->display_name, p->first_name,
                           p->last_name, p->email,        p->avatar};
     size_t len[6], total = 0;
     for (int i = 0; i < 6; i++) {

@@ -3,8 +3,9 @@
  * in a counting table: hits never reach the backend, TTL expiry and the writer's sweep,
  * presence exact through the cache before and after the writer lands a batch (and when a
  * batch lands during a backend read), provisioning and reconciliation visible, a change by
- * another writer seen once the TTL passes (or at once after a list read returned the row), the memory bound (built with
- * STORE_CACHE_PER_SHARD=4: 256 rows), and concurrent readers against a stream of writes.
+ * another writer seen once the TTL passes (or at once after a list read returned the row), the
+ * memory bound (built with STORE_CACHE_PER_SHARD=4: 256 rows), and concurrent readers against a
+ * stream of writes.
  *
  * Includes store.c (STYLE: test static functions by including the .c).
  */
@@ -374,8 +375,7 @@ static void test_provisioning_visible(void **state)
     assert_int_equal(atomic_load(&calls_token), tok_calls);
     assert_int_equal(atomic_load(&calls_get), get_calls);
     struct store_person none = {0};
-    assert_int_equal(store_person_by_session_token(s, "no-such-token", &none),
-                     STORE_ERR_NOT_FOUND);
+    assert_int_equal(store_person_by_session_token(s, "no-such-token", &none), STORE_ERR_NOT_FOUND);
     assert_int_equal(store_flush(s, 5000), 0);
 
     /* Reconciliation writes behind the writer: the cached online row must go. */
