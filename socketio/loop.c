@@ -919,6 +919,8 @@ static void conn_new(struct sio_loop *l, struct sio_msg *m)
     struct sio_conn *c = xcalloc(1, sizeof(*c));
     c->fd = m->fd;
     m->fd = -1;
+    if (m->eio_echo)
+        c->flags |= SIO_CF_EIO_ECHO;
     c->loop = l;
     c->heap_idx = HEAP_NONE;
     c->serial = ((uint64_t)l->idx << 48) | ++l->next_serial;
@@ -976,6 +978,8 @@ static void conn_new_poll(struct sio_loop *l, struct sio_msg *m)
     c->heap_idx = HEAP_NONE;
     c->serial = ((uint64_t)l->idx << 48) | ++l->next_serial;
     c->sid = p->sid_u64;
+    if (m->eio_echo)
+        c->flags |= SIO_CF_EIO_ECHO;
     c->state = SIO_ST_AWAIT_CONNECT;
     pthread_mutex_lock(&p->mu);
     p->serial = c->serial;

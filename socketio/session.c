@@ -433,6 +433,10 @@ static void on_event(struct sio_conn *c, struct sio_packet *p)
 
 static void on_sio_packet(struct sio_conn *c, struct sio_packet *p)
 {
+    if (c->loop->e->cfg->conformance) {
+        sio__conformance_packet(c, p);
+        return;
+    }
     switch (p->type) {
     case SIO_CONNECT:
         on_connect(c, p);
@@ -526,6 +530,8 @@ void sio__session_on_packet(struct sio_conn *c, const struct eio_packet *ep)
         on_probe_packet(c, ep);
         return;
     }
+    if ((c->flags & SIO_CF_EIO_ECHO) && sio__conformance_message(c, ep))
+        return;
     struct sio_aux *a = c->aux;
     if (ep->binary) {
         if (a == NULL || a->dec == NULL) {

@@ -35,6 +35,7 @@ struct sio_req {
     char *jwt;
     char *session;
     char *qtoken;
+    bool eio_echo; /* --conformance /engine.io/ */
 };
 
 static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned status, const char *body)
@@ -112,6 +113,7 @@ static void upgrade_cb(void *cls, struct MHD_Connection *connection, void *con_c
     m->jwt = rq->jwt;
     m->session = rq->session;
     m->qtoken = rq->qtoken;
+    m->eio_echo = rq->eio_echo;
     rq->jwt = rq->session = rq->qtoken = NULL;
     if (rq->poll != NULL) {
         /* The probe goes to the loop of the session it upgrades. */
@@ -141,6 +143,7 @@ enum MHD_Result sio_engine_http_request(void *cls, struct MHD_Connection *conn, 
         /* First call: headers only. Answering now would cost keep-alive (STACK-NOTES §3). */
         struct sio_req *rq = xcalloc(1, sizeof(*rq));
         rq->e = e;
+        rq->eio_echo = sio__conformance_eio_path(e, url);
         *con_cls = rq;
         return MHD_YES;
     }
