@@ -34,6 +34,7 @@ struct sio_preq {
     bool too_large;
     uint8_t *body;
     size_t body_len;
+    bool eio_echo; /* --conformance /engine.io/ */
 };
 
 #define PREQ_KIND 1
@@ -146,6 +147,7 @@ static enum MHD_Result handshake(struct sio_preq *rq, struct MHD_Connection *con
     m->type = SIO_MSG_NEW_POLL;
     m->fd = -1;
     m->poll = p;
+    m->eio_echo = rq->eio_echo;
     const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
     const char *bearer = authz ? auth_bearer_from_header(authz) : NULL;
     const char *session = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Session-Token");
@@ -209,13 +211,14 @@ static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
 }
 
 enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection *conn,
-                                     const char *method, const char *sid, const char *upload_data,
+                                     const char *url, const char *method, const char *sid, const char *upload_data,
                                      size_t *upload_data_size, void **con_cls)
 {
     struct sio_preq *rq = *con_cls;
     if (rq == NULL) {
         rq = xcalloc(1, sizeof(*rq));
         rq->kind = PREQ_KIND;
+        rq->eio_echo = sio__conformance_eio_path(e, url);
         rq->e = e;
         *con_cls = rq;
         return MHD_YES;

@@ -440,7 +440,7 @@ void sio__sid_string(uint64_t sid, char out[21]);
 
 /* polling.c */
 enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection *conn,
-                                     const char *method, const char *sid, const char *upload_data,
+                                     const char *url, const char *method, const char *sid, const char *upload_data,
                                      size_t *upload_data_size, void **con_cls);
 void sio__polling_request_done(void *con_cls);
 /* The live polling session of sid with a reference taken, or NULL. */

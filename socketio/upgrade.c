@@ -138,7 +138,8 @@ enum MHD_Result sio_engine_http_request(void *cls, struct MHD_Connection *conn, 
     const char *sid = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "sid");
     if (eio != NULL && strcmp(eio, "4") == 0 && transport != NULL &&
         strcmp(transport, "polling") == 0)
-        return sio__polling_request(e, conn, method, sid, upload_data, upload_data_size, con_cls);
+        return sio__polling_request(e, conn, url, method, sid, upload_data, upload_data_size,
+                                    con_cls);
     if (*con_cls == NULL) {
         /* First call: headers only. Answering now would cost keep-alive (STACK-NOTES §3). */
         struct sio_req *rq = xcalloc(1, sizeof(*rq));
