@@ -113,6 +113,11 @@ static void rl_gc(struct sio_conn *c, int64_t now_ms);
 void sio__session_on_timer(struct sio_conn *c, int64_t now_ms)
 {
     const struct gw_config *cfg = c->loop->e->cfg;
+    if (cfg->conformance) {
+        sio__conformance_timer(c, now_ms);
+        if (c->state == SIO_ST_DEAD || c->state == SIO_ST_FLUSHING)
+            return;
+    }
     if (c->state == SIO_ST_PROBE) {
         sio__conn_close(c, "upgrade timeout", SIO_CLOSE_FLUSH, 1000);
         return;

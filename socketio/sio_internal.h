@@ -465,6 +465,8 @@ bool sio__conformance_eio_path(const struct sio_engine *e, const char *url);
 bool sio__conformance_message(struct sio_conn *c, const struct eio_packet *ep);
 /* A Socket.IO packet in conformance mode (instead of the product's handling). */
 void sio__conformance_packet(struct sio_conn *c, struct sio_packet *p);
+/* Called first by the connection's timer in conformance mode: sends what is due. */
+void sio__conformance_timer(struct sio_conn *c, int64_t now_ms);
 
 /* engine.c */
 void sio__worker_push(struct sio_engine *e, struct sio_msg *m);
