@@ -127,12 +127,66 @@ static enum MHD_Result reply_payload(struct MHD_Connection *conn, struct sio_pol
     return r;
 }
 
+static void wake(struct sio_poll *p);
+
+/* Closes the session at once for requests (they get 400 from now on; a waiting GET gets the
+ * close packet) and asks the loop to close its connection (a message without a body): an
+ * expired or malformed session is gone, as in the reference server, with no last words. */
+static void poll_kill(struct sio_poll *p)
+{
+    pthread_mutex_lock(&p->mu);
+    if (!p->closed && !p->upgraded) {
+        p->closed = true;
+        p->close_after = false;
+        p->out_len = 0;
+        if (p->waiting != NULL) {
+            static const uint8_t none[1] = {0};
+            eio_payload_append(&p->out, &p->out_len, &p->out_cap, EIO_CLOSE, false, none, 0);
+            wake(p);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    struct sio_msg *m = xcalloc(1, sizeof(*m));
+    m->type = SIO_MSG_POLL_DATA;
+    m->fd = -1;
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    m->poll = p;
+    sio__mpsc_push(&p->loop->q, m);
+}
+
+/* True when the client let pingInterval + pingTimeout pass without the pong that was due
+ * (scheduled times: the loop's timer may fire a little later than a request arrives). */
+static bool poll_expired(const struct sio_engine *e, struct sio_poll *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool x = !p->upgrading && !p->upgraded &&
+             sio__mono_ms() >= p->ping_sched_ms + e->cfg->ping_timeout_ms;
+    pthread_mutex_unlock(&p->mu);
+    return x;
+}
+
+struct post_scan {
+    bool pong;
+    bool close;
+};
+
+static int post_scan_cb(void *cls, const struct eio_packet *pk)
+{
+    struct post_scan *s = cls;
+    if (pk->type == EIO_PONG)
+        s->pong = true;
+    else if (pk->type == EIO_CLOSE)
+        s->close = true;
+    return 0;
+}
+
 static enum MHD_Result handshake(struct sio_preq *rq, struct MHD_Connection *conn)
 {
     struct sio_engine *e = rq->e;
     struct sio_poll *p = xcalloc(1, sizeof(*p));
     pthread_mutex_init(&p->mu, NULL);
     util_random_bytes(&p->sid_u64, sizeof(p->sid_u64));
+    p->ping_sched_ms = sio__mono_ms() + e->cfg->ping_interval_ms;
     sio__sid_string(p->sid_u64, p->sid);
     unsigned i = atomic_fetch_add_explicit(&e->rr, 1, memory_order_relaxed) % (unsigned)e->nloops;
     p->loop = &e->loops[i];
@@ -251,6 +305,11 @@ enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection
         if (rq->poll == NULL)
             return reply_error(conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
     }
+    if (!rq->suspended && poll_expired(e, rq->poll)) {
+        /* Deadlines are checked when a request arrives, not only by the loop's timer. */
+        poll_kill(rq->poll);
+        return reply_error(conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
+    }
     if (is_get)
         return get(rq, conn);
     if (!is_post)
@@ -270,6 +329,22 @@ enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection
     pthread_mutex_unlock(&p->mu);
     if (gone)
         return reply_error(conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
+    /* The payload is checked here, so that a malformed one is answered 400 (and the session
+     * closed) as the reference does; the loop decodes it again for the session. */
+    struct post_scan scan = {false, false};
+    if (rq->body_len > 0 &&
+        eio_decode_payload(rq->body, rq->body_len, post_scan_cb, &scan) < 0) {
+        poll_kill(p);
+        return reply_error(conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
+    }
+    if (scan.pong || scan.close) {
+        pthread_mutex_lock(&p->mu);
+        if (scan.pong)
+            p->ping_sched_ms += e->cfg->ping_interval_ms;
+        if (scan.close)
+            p->client_closed = true;
+        pthread_mutex_unlock(&p->mu);
+    }
     struct sio_msg *m = xcalloc(1, sizeof(*m));
     m->type = SIO_MSG_POLL_DATA;
     m->fd = -1;
@@ -333,7 +408,10 @@ void sio__poll_close(struct sio_conn *c)
     pthread_mutex_lock(&p->mu);
     if (!p->closed && !p->upgraded) {
         p->closed = true;
-        if (p->out_len == 0) {
+        if (p->client_closed) {
+            /* The client closed: a waiting GET just ends (noop), as the reference does. */
+            p->out_len = 0;
+        } else if (p->out_len == 0) {
             static const uint8_t none[1] = {0};
             eio_payload_append(&p->out, &p->out_len, &p->out_cap, EIO_CLOSE, false, none, 0);
         } else {

@@ -251,6 +251,9 @@ struct sio_poll {
     bool upgrading; /* a WebSocket probe answered: GETs get a noop at once */
     bool upgraded;
     bool close_after; /* closed with packets queued: they go first, the close packet next */
+    bool client_closed; /* the client sent a close packet: a waiting GET ends with a noop */
+    int64_t ping_sched_ms; /* when the pending (or next) ping is due, as scheduled: requests
+                            * after ping_sched_ms + pingTimeout find the session expired */
     UT_hash_handle hh; /* in the engine's sid map */
 };
 
