@@ -832,6 +832,10 @@ void sio__conn_close(struct sio_conn *c, const char *reason, int flags, uint16_t
     struct sio_loop *l = c->loop;
     sio__session_detach(c, reason, (flags & SIO_CLOSE_SKIP_GRACE) != 0);
     rooms_leave_all(l, c);
+    if (c->xflags & SIO_XF_POLL_SID) {
+        c->xflags &= (uint8_t)~SIO_XF_POLL_SID;
+        sio__poll_forget(l->e, c->sid);
+    }
     if (c->fd < 0) {
         /* Polling: the close packet goes to the waiting (or next) GET. */
         sio__poll_close(c);
@@ -1079,7 +1083,7 @@ void sio__conn_upgrade(struct sio_conn *probe)
     epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->fd, &ev);
     /* Packets still queued for polling go out on the WebSocket, in order. */
     sio__poll_upgraded(p, replay_packet, c);
-    sio__poll_unmap(l->e, p);
+    c->xflags |= SIO_XF_POLL_SID; /* unmapped when the connection closes */
     sio__poll_release(c->aux->poll);
     c->aux->poll = NULL;
     sio__aux_maybe_free(c);

@@ -468,6 +468,10 @@ void sio__poll_upgraded(struct sio_poll *p, void (*fn)(void *cls, const struct e
         eio_decode_payload((const uint8_t *)p->out, p->out_len, replay_cb, &r);
         p->out_len = 0;
     }
+    /* The entry stays mapped while the WebSocket lives: keep it small. */
+    free(p->out);
+    p->out = NULL;
+    p->out_cap = 0;
     wake(p);
     pthread_mutex_unlock(&p->mu);
 }
@@ -476,4 +480,15 @@ void sio__poll_upgraded(struct sio_poll *p, void (*fn)(void *cls, const struct e
 void sio__poll_unmap(struct sio_engine *e, struct sio_poll *p)
 {
     poll_unmap(e, p);
+}
+
+void sio__poll_forget(struct sio_engine *e, uint64_t sid)
+{
+    char s[21];
+    sio__sid_string(sid, s);
+    struct sio_poll *p = sio__poll_find(e, s);
+    if (p == NULL)
+        return;
+    poll_unmap(e, p);
+    sio__poll_release(p);
 }

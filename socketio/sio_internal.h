@@ -180,6 +180,9 @@ enum sio_conn_state {
 #define SIO_CF_EIO_ECHO 0x20u
 #define SIO_CF_NSP_MAIN 0x40u
 #define SIO_CF_NSP_CUSTOM 0x80u
+/* upgraded from polling: its sid stays in the polling map (a second upgrade is refused,
+ * polling requests get 400) until the connection closes */
+#define SIO_XF_POLL_SID 0x01u
 
 /* WebSocket receive state, allocated with the wslay context and freed with it (STACK-NOTES
  * §9): an idle connection holds neither. */
@@ -216,6 +219,7 @@ struct sio_conn {
     int fd;
     uint8_t state;
     uint8_t flags;
+    uint8_t xflags; /* SIO_XF_* (in what was padding) */
     uint32_t heap_idx; /* UINT32_MAX: not in the timer heap */
     int64_t deadline_ms;
     int64_t ping_sent_ms;
@@ -454,6 +458,8 @@ void sio__poll_send(struct sio_conn *c, bool binary, const void *data, size_t le
 void sio__poll_close(struct sio_conn *c);
 void sio__poll_upgrading(struct sio_poll *p);
 void sio__poll_unmap(struct sio_engine *e, struct sio_poll *p);
+/* The connection of an upgraded session closed: its sid leaves the polling map. */
+void sio__poll_forget(struct sio_engine *e, uint64_t sid);
 /* Hands the packets still queued for polling to fn (the upgrade sends them on the WebSocket)
  * and marks the session upgraded. */
 void sio__poll_upgraded(struct sio_poll *p, void (*fn)(void *cls, const struct eio_packet *pk),

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -36,6 +37,7 @@ struct sio_req {
     char *session;
     char *qtoken;
     bool eio_echo; /* --conformance /engine.io/ */
+    bool refuse;   /* a second upgrade of a session: closed once upgraded */
 };
 
 static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned status, const char *body)
@@ -87,6 +89,14 @@ static void upgrade_cb(void *cls, struct MHD_Connection *connection, void *con_c
     (void)con_cls;
     struct sio_req *rq = cls;
     struct sio_engine *e = rq->e;
+    if (rq->refuse) {
+        /* WebSocket close 1000, then libmicrohttpd closes the socket. */
+        static const uint8_t close_frame[4] = {0x88, 0x02, 0x03, 0xe8};
+        ssize_t w = send(sock, close_frame, sizeof(close_frame), MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+        return;
+    }
     int fd = fcntl(sock, F_DUPFD_CLOEXEC, 0);
     uint8_t *extra = NULL;
     if (fd >= 0 && extra_in_size > 0) {
@@ -175,14 +185,22 @@ enum MHD_Result sio_engine_http_request(void *cls, struct MHD_Connection *conn, 
         /* The upgrade of a polling session: it must exist and not be upgraded already. */
         if (rq->poll == NULL)
             rq->poll = sio__poll_find(e, sid);
-        bool ok = false;
+        bool ok = false, busy = false;
         if (rq->poll != NULL) {
             pthread_mutex_lock(&rq->poll->mu);
             ok = !rq->poll->closed && !rq->poll->upgraded && !rq->poll->upgrading;
+            busy = !rq->poll->closed && (rq->poll->upgraded || rq->poll->upgrading);
             pthread_mutex_unlock(&rq->poll->mu);
         }
-        if (!ok)
+        if (busy) {
+            /* A second upgrade of a live session: the reference accepts the WebSocket and
+             * closes it at once (upgrade_cb). */
+            sio__poll_release(rq->poll);
+            rq->poll = NULL;
+            rq->refuse = true;
+        } else if (!ok) {
             return reply_error(conn, 1, "Session ID unknown");
+        }
     }
 
     const char *authz = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
