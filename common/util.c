@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -171,4 +172,33 @@ const char *presence_status_color(enum presence_status s)
 {
     static const char *const colors[] = {"#10b981", "#f59e0b", "#6b7280"};
     return colors[s];
+}
+
+bool util_cors_origin_allowed(const char *allowlist, const char *origin)
+{
+    const char *p = allowlist;
+    size_t olen;
+
+    if (allowlist == NULL || origin == NULL || *origin == '\0')
+        return false;
+    olen = strlen(origin);
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        const char *e = p + len;
+        const char *b = p;
+        while (b < e && (*b == ' ' || *b == '\t'))
+            b++;
+        const char *t = e;
+        while (t > b && (t[-1] == ' ' || t[-1] == '\t' || t[-1] == '/'))
+            t--;
+        size_t ilen = (size_t)(t - b);
+        if (ilen == 1 && *b == '*')
+            return true;
+        /* Origins compare exactly, except that scheme and host are case-insensitive and an
+         * allowlist entry may carry a trailing slash. */
+        if (ilen > 0 && ilen == olen && strncasecmp(b, origin, ilen) == 0)
+            return true;
+        p = *e == ',' ? e + 1 : e;
+    }
+    return false;
 }

@@ -50,4 +50,9 @@ const char *presence_status_name(enum presence_status s);
 /* "#10b981" / "#f59e0b" / "#6b7280". */
 const char *presence_status_color(enum presence_status s);
 
+/* CORS: true when origin is in the comma-separated allowlist (CORS_ORIGINS), or the list holds
+ * "*". Scheme and host compare case-insensitively; an entry may end with '/'. A NULL or empty
+ * allowlist or origin never matches. Used by routes/ and by the Socket.IO polling transport. */
+bool util_cors_origin_allowed(const char *allowlist, const char *origin);
+
 #endif

@@ -92,31 +92,8 @@ void route__allow_text(int mask, char *out, size_t outlen)
 
 bool route__cors_allowed(const char *allowlist, const char *origin)
 {
-    const char *p = allowlist;
-    size_t olen;
-
-    if (allowlist == NULL || origin == NULL || *origin == '\0')
-        return false;
-    olen = strlen(origin);
-    while (*p != '\0') {
-        size_t len = strcspn(p, ",");
-        const char *e = p + len;
-        const char *b = p;
-        while (b < e && (*b == ' ' || *b == '\t'))
-            b++;
-        const char *t = e;
-        while (t > b && (t[-1] == ' ' || t[-1] == '\t' || t[-1] == '/'))
-            t--;
-        size_t ilen = (size_t)(t - b);
-        if (ilen == 1 && *b == '*')
-            return true;
-        /* Origins compare exactly, except that scheme and host are case-insensitive and an
-         * allowlist entry may carry a trailing slash. */
-        if (ilen > 0 && ilen == olen && strncasecmp(b, origin, ilen) == 0)
-            return true;
-        p = *e == ',' ? e + 1 : e;
-    }
-    return false;
+    /* The allowlist logic lives in common/ so that the Socket.IO polling transport uses it too. */
+    return util_cors_origin_allowed(allowlist, origin);
 }
 
 bool route__is_loopback(const struct sockaddr *sa)
