@@ -1059,8 +1059,14 @@ void sio__conn_upgrade(struct sio_conn *probe)
     serial = p->serial;
     pthread_mutex_unlock(&p->mu);
     struct sio_conn *c = sio__conn_find(l, -1, serial);
-    if (c == NULL || probe->ws != NULL || c->state == SIO_ST_FLUSHING) {
+    if (c == NULL || c->state == SIO_ST_FLUSHING) {
         sio__conn_close(probe, "upgrade failed", 0, 1011);
+        return;
+    }
+    if (probe->ws != NULL) {
+        /* A partial frame sits in the probe's wslay context: finish reading it first (the
+         * next read retries; the probe's timer bounds the wait). */
+        probe->flags |= SIO_CF_UPGRADE;
         return;
     }
     /* The probe's fd, output and epoll registration move into the session's connection;

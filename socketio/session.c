@@ -499,6 +499,19 @@ static void on_eio_message(struct sio_conn *c, const uint8_t *data, size_t len, 
 /* A WebSocket probing the upgrade of a polling session: "2probe" -> "3probe", then "5". */
 static void on_probe_packet(struct sio_conn *c, const struct eio_packet *ep)
 {
+    if (c->flags & SIO_CF_UPGRADE) {
+        /* Packets behind the "5" in the same read belong to the session already: hand them
+         * over now. Its answers queue on the polling side and go out on this WebSocket, in
+         * order, when the loop completes the upgrade (sio__poll_upgraded). */
+        struct sio_poll *p = c->aux->poll;
+        pthread_mutex_lock(&p->mu);
+        uint64_t serial = p->serial;
+        pthread_mutex_unlock(&p->mu);
+        struct sio_conn *s = sio__conn_find(c->loop, -1, serial);
+        if (s != NULL)
+            sio__session_on_packet(s, ep);
+        return;
+    }
     if (ep->type == EIO_PING && ep->len == 5 && memcmp(ep->data, "probe", 5) == 0) {
         static const char pong[] = "3probe";
         sio_conn_send_message(c, false, pong, 6);
