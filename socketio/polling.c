@@ -78,8 +78,30 @@ static void poll_unmap(struct sio_engine *e, struct sio_poll *p)
         sio__poll_release(p);
 }
 
-static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type,
-                             const void *body, size_t len)
+/* CORS for browsers polling from another origin (SPEC §3: CORS_ORIGINS, credentials), with
+ * the same allowlist check as the REST routes. */
+static void add_cors(const struct sio_engine *e, struct MHD_Connection *conn,
+                     struct MHD_Response *r, bool preflight)
+{
+    const char *allow = e->cfg->cors_origins;
+    if (allow == NULL || *allow == '\0')
+        return;
+    MHD_add_response_header(r, "Vary", "Origin");
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    if (!util_cors_origin_allowed(allow, origin))
+        return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+    MHD_add_response_header(r, "Access-Control-Allow-Credentials", "true");
+    if (preflight) {
+        MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                                "Authorization, Content-Type, X-Session-Token");
+        MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    }
+}
+
+static enum MHD_Result reply(const struct sio_engine *e, struct MHD_Connection *conn,
+                             unsigned status, const char *type, const void *body, size_t len)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -87,17 +109,18 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
         return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    add_cors(e, conn, r, false);
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return ret;
 }
 
-static enum MHD_Result reply_error(struct MHD_Connection *conn, unsigned status, int code,
-                                   const char *message)
+static enum MHD_Result reply_error(const struct sio_engine *e, struct MHD_Connection *conn,
+                                   unsigned status, int code, const char *message)
 {
     char body[128];
     int n = snprintf(body, sizeof(body), "{\"code\":%d,\"message\":\"%s\"}", code, message);
-    return reply(conn, status, "application/json", body, (size_t)n);
+    return reply(e, conn, status, "application/json", body, (size_t)n);
 }
 
 /* Answers a GET with what is queued (poll locked). *done is set when that was the last
@@ -106,12 +129,13 @@ static enum MHD_Result reply_error(struct MHD_Connection *conn, unsigned status,
  * the client sees the disconnect before the transport closes. */
 static enum MHD_Result reply_payload(struct MHD_Connection *conn, struct sio_poll *p, bool *done)
 {
+    const struct sio_engine *e = p->loop->e;
     enum MHD_Result r;
     if (p->out_len == 0) {
         static const char noop[] = "6";
-        r = reply(conn, MHD_HTTP_OK, "text/plain; charset=UTF-8", noop, 1);
+        r = reply(e, conn, MHD_HTTP_OK, "text/plain; charset=UTF-8", noop, 1);
     } else {
-        r = reply(conn, MHD_HTTP_OK, "text/plain; charset=UTF-8", p->out, p->out_len);
+        r = reply(e, conn, MHD_HTTP_OK, "text/plain; charset=UTF-8", p->out, p->out_len);
         p->out_len = 0;
     }
     *done = false;
@@ -222,6 +246,7 @@ static enum MHD_Result handshake(struct sio_preq *rq, struct MHD_Connection *con
 
 static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
 {
+    const struct sio_engine *e = rq->e;
     struct sio_poll *p = rq->poll;
     pthread_mutex_lock(&p->mu);
     bool done = false;
@@ -237,7 +262,7 @@ static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
     }
     if (p->closed || p->upgraded) {
         pthread_mutex_unlock(&p->mu);
-        return reply_error(conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
+        return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
     }
     if (p->waiting != NULL) {
         /* Two GETs at once: the reference closes the session. */
@@ -250,7 +275,7 @@ static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
         m->poll = p;
         m->body = NULL; /* no body: close the session */
         sio__mpsc_push(&p->loop->q, m);
-        return reply_error(conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
+        return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
     }
     if (p->out_len > 0 || p->upgrading) {
         enum MHD_Result r = reply_payload(conn, p, &done);
@@ -291,51 +316,56 @@ enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection
         rq->body_len += n;
         return MHD_YES;
     }
+    if (strcmp(method, "OPTIONS") == 0) {
+        /* A browser's CORS preflight. */
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        if (r == NULL)
+            return MHD_NO;
+        add_cors(e, conn, r, true);
+        enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_NO_CONTENT, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
     if (!atomic_load(&e->running))
-        return reply_error(conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
+        return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
     if (sid == NULL) {
         if (rq->poll != NULL)
             return get(rq, conn); /* the handshake's GET, resumed */
         if (!is_get)
-            return reply_error(conn, MHD_HTTP_BAD_REQUEST, 2, "Bad handshake method");
+            return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 2, "Bad handshake method");
         return handshake(rq, conn);
     }
     if (rq->poll == NULL) {
         rq->poll = sio__poll_find(e, sid);
         if (rq->poll == NULL)
-            return reply_error(conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
+            return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
     }
     if (!rq->suspended && poll_expired(e, rq->poll)) {
         /* Deadlines are checked when a request arrives, not only by the loop's timer. */
         poll_kill(rq->poll);
-        return reply_error(conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
+        return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
     }
     if (is_get)
         return get(rq, conn);
     if (!is_post)
-        return reply_error(conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
+        return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
     struct sio_poll *p = rq->poll;
     if (rq->too_large) {
-        struct sio_msg *m = xcalloc(1, sizeof(*m));
-        m->type = SIO_MSG_POLL_DATA;
-        m->fd = -1;
-        atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-        m->poll = p;
-        sio__mpsc_push(&p->loop->q, m); /* no body: close the session */
-        return reply_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, 3, "Payload too large");
+        poll_kill(p); /* over maxPayload: the session closes */
+        return reply_error(e, conn, MHD_HTTP_CONTENT_TOO_LARGE, 3, "Payload too large");
     }
     pthread_mutex_lock(&p->mu);
     bool gone = p->closed || p->upgraded;
     pthread_mutex_unlock(&p->mu);
     if (gone)
-        return reply_error(conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
+        return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
     /* The payload is checked here, so that a malformed one is answered 400 (and the session
      * closed) as the reference does; the loop decodes it again for the session. */
     struct post_scan scan = {false, false};
     if (rq->body_len > 0 &&
         eio_decode_payload(rq->body, rq->body_len, post_scan_cb, &scan) < 0) {
         poll_kill(p);
-        return reply_error(conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
+        return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
     }
     if (scan.pong || scan.close) {
         pthread_mutex_lock(&p->mu);
@@ -356,7 +386,7 @@ enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection
     rq->body_len = 0;
     sio__mpsc_push(&p->loop->q, m);
     static const char ok[] = "ok";
-    return reply(conn, MHD_HTTP_OK, "text/html", ok, 2);
+    return reply(e, conn, MHD_HTTP_OK, "text/html", ok, 2);
 }
 
 void sio__polling_request_done(void *con_cls)
