@@ -880,9 +880,9 @@ static void conn_reap_now(struct sio_conn *c)
         if ((size_t)c->fd < l->e->fd_limit && l->by_fd[c->fd] == c)
             l->by_fd[c->fd] = NULL;
         close(c->fd);
-    } else {
-        pollconn_del(l, c->serial);
     }
+    if (l->pollconns != NULL)
+        pollconn_del(l, c->serial); /* a polling session, upgraded or not */
     ws_free(c);
     aux_free(c);
     while (c->out_head != NULL) {
@@ -1022,8 +1022,8 @@ static void on_poll_data(struct sio_loop *l, struct sio_msg *m)
     serial = m->poll->serial;
     pthread_mutex_unlock(&m->poll->mu);
     struct sio_conn *c = sio__conn_find(l, -1, serial);
-    if (c == NULL)
-        return;
+    if (c == NULL || c->fd >= 0)
+        return; /* gone, or upgraded to WebSocket since */
     if (m->body == NULL) {
         sio__conn_close(c, "transport error", 0, 0);
         return;
@@ -1059,7 +1059,7 @@ void sio__conn_upgrade(struct sio_conn *probe)
     serial = p->serial;
     pthread_mutex_unlock(&p->mu);
     struct sio_conn *c = sio__conn_find(l, -1, serial);
-    if (c == NULL || c->state == SIO_ST_FLUSHING) {
+    if (c == NULL || c->fd >= 0 || c->state == SIO_ST_FLUSHING) {
         sio__conn_close(probe, "upgrade failed", 0, 1011);
         return;
     }
@@ -1074,7 +1074,6 @@ void sio__conn_upgrade(struct sio_conn *probe)
     heap_remove(l, probe);
     list_unlink(&l->conns, probe);
     l->nconns--;
-    pollconn_del(l, c->serial);
     c->fd = probe->fd;
     if ((size_t)c->fd < l->e->fd_limit)
         l->by_fd[c->fd] = c;
@@ -1103,7 +1102,8 @@ struct sio_conn *sio__conn_find(struct sio_loop *l, int fd, uint64_t serial)
     if (fd < 0) {
         struct sio_pollconn *pc;
         HASH_FIND(hh, l->pollconns, &serial, sizeof(serial), pc);
-        if (pc == NULL || pc->c->fd >= 0 || pc->c->state == SIO_ST_DEAD)
+        /* Kept after an upgrade to WebSocket: results asked for while polling still find it */
+        if (pc == NULL || pc->c->state == SIO_ST_DEAD)
             return NULL;
         return pc->c;
     }
