@@ -1047,10 +1047,18 @@ static void replay_packet(void *cls, const struct eio_packet *pk)
     free(buf);
 }
 
+static void drain_queue(struct sio_loop *l);
+static void flush_dirty(struct sio_loop *l);
+
 void sio__conn_upgrade(struct sio_conn *probe)
 {
     struct sio_loop *l = probe->loop;
     probe->flags &= (uint8_t)~SIO_CF_UPGRADE;
+    /* The packets of a POST answered before the client sent "5" may still sit in this loop's
+     * queue (MHD answers "ok" once they are queued): they come before anything on the
+     * WebSocket, so the polling connection takes them now. */
+    drain_queue(l);
+    flush_dirty(l);
     if (probe->state != SIO_ST_PROBE)
         return;
     struct sio_poll *p = probe->aux->poll;

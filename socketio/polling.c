@@ -439,8 +439,11 @@ void sio__poll_close(struct sio_conn *c)
     if (!p->closed && !p->upgraded) {
         p->closed = true;
         if (p->client_closed) {
-            /* The client closed: a waiting GET just ends (noop), as the reference does. */
+            /* The client closed: the waiting GET (or one racing the close, within the
+             * linger) just ends with a noop, as the reference does; then the sid is gone. */
+            static const uint8_t none[1] = {0};
             p->out_len = 0;
+            eio_payload_append(&p->out, &p->out_len, &p->out_cap, EIO_NOOP, false, none, 0);
         } else if (p->out_len == 0) {
             static const uint8_t none[1] = {0};
             eio_payload_append(&p->out, &p->out_len, &p->out_cap, EIO_CLOSE, false, none, 0);
