@@ -35,6 +35,7 @@ struct sio_preq {
     uint8_t *body;
     size_t body_len;
     bool eio_echo; /* --conformance /engine.io/ */
+    int64_t t0_ms;  /* the request's start: its body must be complete within REQUEST_TIMEOUT_MS */
 };
 
 #define PREQ_KIND 1
@@ -298,6 +299,7 @@ enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection
         rq = xcalloc(1, sizeof(*rq));
         rq->kind = PREQ_KIND;
         rq->eio_echo = sio__conformance_eio_path(e, url);
+        rq->t0_ms = sio__mono_ms();
         rq->e = e;
         *con_cls = rq;
         return MHD_YES;
@@ -307,6 +309,11 @@ enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection
     if (is_post && *upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        /* routes/' watchdog does not time requests the engine holds: a body trickled in
+         * slower than REQUEST_TIMEOUT_MS allows closes the connection here. */
+        if (e->cfg->request_timeout_ms > 0 &&
+            sio__mono_ms() - rq->t0_ms > e->cfg->request_timeout_ms)
+            return MHD_NO;
         if (rq->too_large || rq->body_len + n > (size_t)e->cfg->max_payload_bytes) {
             rq->too_large = true;
             return MHD_YES;

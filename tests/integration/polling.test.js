@@ -9,6 +9,7 @@
 // Nothing here sleeps and hopes: every wait is for an event or a condition, with a bound.
 const { describe, test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const net = require('node:net');
 const { io } = require('socket.io-client');
 const {
   startGateway, userToken, createUser, createConversation, withTimeout, waitUntil,
@@ -168,7 +169,10 @@ describe('polling: raw requests', () => {
   let gw;
   before(async () => {
     gw = await startGateway({
-      env: { CONNECT_TIMEOUT_MS: '700', MAX_PAYLOAD_BYTES: '4096', CORS_ORIGINS: 'http://app.example' },
+      env: {
+        CONNECT_TIMEOUT_MS: '700', MAX_PAYLOAD_BYTES: '4096', CORS_ORIGINS: 'http://app.example',
+        REQUEST_TIMEOUT_MS: '1500',
+      },
     });
   });
   after(async () => { await stopClean(gw); });
@@ -244,6 +248,26 @@ describe('polling: raw requests', () => {
     const g = await fetch(pollUrl(gw, open.sid));
     assert.equal(g.status, 400);
     await g.text();
+  });
+
+  test('a POST body trickled in slower than REQUEST_TIMEOUT_MS allows is cut off', T, async () => {
+    const { open } = await handshake(gw);
+    const sock = net.connect(gw.port, '127.0.0.1');
+    await withTimeout(new Promise((resolve) => sock.once('connect', resolve)), 3000, 'tcp connect');
+    const t0 = Date.now();
+    const closed = new Promise((resolve) => sock.once('close', () => resolve(Date.now() - t0)));
+    sock.on('error', () => {});
+    sock.write(`POST /socket.io/?EIO=4&transport=polling&sid=${open.sid} HTTP/1.1\r\nHost: x\r\n` +
+      'Content-Type: text/plain\r\nContent-Length: 20\r\n\r\n');
+    // One byte every 300 ms: the 20 bytes would take 6 s.
+    const timer = setInterval(() => { if (!sock.destroyed) sock.write('4'); }, 300);
+    try {
+      const took = await withTimeout(closed, 5000, 'the gateway closes the trickling POST');
+      assert.ok(took >= 1400 && took < 4000, `closed after ${took} ms`);
+    } finally {
+      clearInterval(timer);
+      sock.destroy();
+    }
   });
 
   test('CORS: an allowed origin is echoed with credentials, a preflight answers 204, others get nothing', T, async () => {
