@@ -157,6 +157,26 @@ describe('polling: socket.io-client', () => {
     }, { what: 'A offline in the REST view' });
   });
 
+  test('over polling, credentials may come with the handshake request: Authorization header, token query', T, async () => {
+    const a = await createUser(gw, uname('hdr'));
+    const b = await createUser(gw, uname('qry'));
+    const sa = io(gw.url, {
+      reconnection: false, forceNew: true, transports: ['polling'],
+      extraHeaders: { Authorization: `Bearer ${userToken(a.id)}` },
+    });
+    const sb = io(gw.url, { reconnection: false, forceNew: true, transports: ['polling'], query: { token: userToken(b.id) } });
+    await connected(sa);
+    await connected(sb);
+    for (const id of [a.id, b.id]) {
+      await waitUntil(async () => {
+        const r = await gw.api('GET', `/api/users/${id}`, { token: userToken(a.id) });
+        return r.status === 200 && r.body.isOnline === true;
+      }, { what: `${id} online in the REST view` });
+    }
+    sa.close();
+    sb.close();
+  });
+
   test('a refused token over polling gets connect_error with the message', T, async () => {
     const s = client(gw, 'not.a.token', { transports: ['polling'] });
     const err = await withTimeout(new Promise((resolve) => s.once('connect_error', resolve)), 5000, 'connect_error');
