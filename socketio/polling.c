@@ -101,6 +101,16 @@ static void add_cors(const struct sio_engine *e, struct MHD_Connection *conn,
     }
 }
 
+/* Tells keep-alive clients when an idle connection is dropped (routes/' watchdog closes it
+ * after REQUEST_TIMEOUT_MS), so that they do not reuse a socket being closed. */
+static void add_keep_alive(const struct sio_engine *e, struct MHD_Response *r)
+{
+    char ka[48];
+    int64_t s = e->cfg->request_timeout_ms / 1000;
+    snprintf(ka, sizeof(ka), "timeout=%lld", (long long)(s > 0 ? s : 1));
+    MHD_add_response_header(r, "Keep-Alive", ka);
+}
+
 static enum MHD_Result reply(const struct sio_engine *e, struct MHD_Connection *conn,
                              unsigned status, const char *type, const void *body, size_t len)
 {
@@ -111,6 +121,7 @@ static enum MHD_Result reply(const struct sio_engine *e, struct MHD_Connection *
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     add_cors(e, conn, r, false);
+    add_keep_alive(e, r);
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return ret;
@@ -329,6 +340,7 @@ enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection
         if (r == NULL)
             return MHD_NO;
         add_cors(e, conn, r, true);
+        add_keep_alive(e, r);
         enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_NO_CONTENT, r);
         MHD_destroy_response(r);
         return ret;
