@@ -35,7 +35,7 @@ struct sio_preq {
     uint8_t *body;
     size_t body_len;
     bool eio_echo; /* --conformance /engine.io/ */
-    int64_t t0_ms;  /* the request's start: its body must be complete within REQUEST_TIMEOUT_MS */
+    int64_t t0_ms; /* the request's start: its body must be complete within REQUEST_TIMEOUT_MS */
 };
 
 #define PREQ_KIND 1
@@ -302,8 +302,9 @@ static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
 }
 
 enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection *conn,
-                                     const char *url, const char *method, const char *sid, const char *upload_data,
-                                     size_t *upload_data_size, void **con_cls)
+                                     const char *url, const char *method, const char *sid,
+                                     const char *upload_data, size_t *upload_data_size,
+                                     void **con_cls)
 {
     struct sio_preq *rq = *con_cls;
     if (rq == NULL) {
@@ -381,8 +382,7 @@ enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection
     /* The payload is checked here, so that a malformed one is answered 400 (and the session
      * closed) as the reference does; the loop decodes it again for the session. */
     struct post_scan scan = {false, false};
-    if (rq->body_len > 0 &&
-        eio_decode_payload(rq->body, rq->body_len, post_scan_cb, &scan) < 0) {
+    if (rq->body_len > 0 && eio_decode_payload(rq->body, rq->body_len, post_scan_cb, &scan) < 0) {
         poll_kill(p);
         return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
     }
