@@ -346,7 +346,7 @@ enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection
         MHD_destroy_response(r);
         return ret;
     }
-    if (!atomic_load(&e->running))
+    if (!atomic_load(&e->running) && !rq->suspended) /* a held GET still gets its answer */
         return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
     if (sid == NULL) {
         if (rq->poll != NULL)

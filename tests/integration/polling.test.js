@@ -307,3 +307,21 @@ describe('polling: raw requests', () => {
     await r.text();
   });
 });
+
+describe('polling: graceful shutdown', () => {
+  test('SIGTERM says goodbye to a polling client, then exits 0', T, async () => {
+    const gw = await startGateway();
+    const u = await createUser(gw, uname('bye'));
+    const s = await connected(client(gw, userToken(u.id), { transports: ['polling'] }));
+    const reason = disconnected(s, 10000);
+    // The client's GET is held (nothing to send) when the shutdown comes.
+    await waitUntil(async () => {
+      const m = (await (await fetch(`${gw.url}/metrics`)).text()).match(/^meeshy_connected_sockets (\S+)$/m);
+      return m && Number(m[1]) === 1;
+    }, { what: 'one connected socket' });
+    const { code } = await gw.stop();
+    assert.equal(code, 0);
+    assert.equal(await reason, 'io server disconnect');
+    assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|runtime error:/);
+  });
+});
