@@ -1028,9 +1028,11 @@ static void on_poll_data(struct sio_loop *l, struct sio_msg *m)
         sio__conn_close(c, "transport error", 0, 0);
         return;
     }
+    sio__poll_batch(m->poll, true);
     int rc = eio_decode_payload(m->body, m->body_len, poll_packet_cb, c);
     if (rc < 0 && c->state != SIO_ST_DEAD && c->state != SIO_ST_FLUSHING)
         sio__conn_close(c, "parse error", 0, 0);
+    sio__poll_batch(m->poll, false);
 }
 
 static void replay_packet(void *cls, const struct eio_packet *pk)

@@ -428,6 +428,8 @@ void sio__polling_request_done(void *con_cls)
 /* Wakes the waiting GET, if any (poll locked). */
 static void wake(struct sio_poll *p)
 {
+    if (p->batch)
+        return; /* sio__poll_batch wakes it once the whole POST is answered */
     if (p->waiting != NULL) {
         MHD_resume_connection(p->waiting);
         p->waiting = NULL;
@@ -543,4 +545,13 @@ void sio__poll_forget(struct sio_engine *e, uint64_t sid)
         return;
     poll_unmap(e, p);
     sio__poll_release(p);
+}
+
+void sio__poll_batch(struct sio_poll *p, bool begin)
+{
+    pthread_mutex_lock(&p->mu);
+    p->batch = begin;
+    if (!begin)
+        wake(p);
+    pthread_mutex_unlock(&p->mu);
 }

@@ -256,6 +256,7 @@ struct sio_poll {
     bool upgraded;
     bool close_after; /* closed with packets queued: they go first, the close packet next */
     bool client_closed; /* the client sent a close packet: a waiting GET ends with a noop */
+    bool batch;         /* the loop is handling a POST: the waiting GET is woken at its end */
     int64_t ping_sched_ms; /* when the pending (or next) ping is due, as scheduled: requests
                             * after ping_sched_ms + pingTimeout find the session expired */
     UT_hash_handle hh; /* in the engine's sid map */
@@ -460,6 +461,9 @@ void sio__poll_upgrading(struct sio_poll *p);
 void sio__poll_unmap(struct sio_engine *e, struct sio_poll *p);
 /* The connection of an upgraded session closed: its sid leaves the polling map. */
 void sio__poll_forget(struct sio_engine *e, uint64_t sid);
+/* Around the packets of one POST (loop side): what they make the session send leaves in one
+ * GET answer (the reference answers a POST's packets together). */
+void sio__poll_batch(struct sio_poll *p, bool begin);
 /* Hands the packets still queued for polling to fn (the upgrade sends them on the WebSocket)
  * and marks the session upgraded. */
 void sio__poll_upgraded(struct sio_poll *p, void (*fn)(void *cls, const struct eio_packet *pk),

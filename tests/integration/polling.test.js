@@ -314,11 +314,13 @@ describe('polling: graceful shutdown', () => {
     const u = await createUser(gw, uname('bye'));
     const s = await connected(client(gw, userToken(u.id), { transports: ['polling'] }));
     const reason = disconnected(s, 10000);
-    // The client's GET is held (nothing to send) when the shutdown comes.
+    // The goodbye reaches a polling client through its pending GET: shut down while one is out
+    // (engine.io-client's polling transport marks it), after the gateway counted the socket.
     await waitUntil(async () => {
       const m = (await (await fetch(`${gw.url}/metrics`)).text()).match(/^meeshy_connected_sockets (\S+)$/m);
       return m && Number(m[1]) === 1;
     }, { what: 'one connected socket' });
+    await waitUntil(() => s.io.engine.transport._polling === true, { what: 'a GET out' });
     const { code } = await gw.stop();
     assert.equal(code, 0);
     assert.equal(await reason, 'io server disconnect');
