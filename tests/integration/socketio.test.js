@@ -386,7 +386,8 @@ describe('socketio: handshake, presence, events', () => {
     assert.ok(s2.connected);
     const [r] = await emitAck(s2, 'echo', 'still here');
     assert.equal(r, 'still here');
-    assert.match(gw.log, /\[RATELIMIT\]/);
+    // The log line is written by the loop, and read here through a pipe: wait for it.
+    await waitUntil(() => /\[RATELIMIT\]/.test(gw.log), { timeoutMs: 5000, what: 'the [RATELIMIT] log line' });
     assert.ok((await metric(gw, 'meeshy_rate_limited_disconnects_total')) >= 1);
     // 20 events in a second is within the limit
     for (let i = 0; i < 20; i++) s2.emit('fine', i);
