@@ -404,7 +404,7 @@ describe('lifecycle: graceful shutdown', () => {
       const r = await withTimeout(gw.exited, 5000, 'exit on SIGINT');
       assert.equal(r.code, 0);
       assert.ok(Date.now() - t0 < 2000, `idle shutdown took ${Date.now() - t0} ms`);
-      assert.match(gw.log, /\[SHUTDOWN\] signal Interrupt/);
+      await waitUntil(() => /\[SHUTDOWN\] signal Interrupt/.test(gw.log), { what: 'the [SHUTDOWN] line' });
     } finally {
       await gw.stop();
       checkLog(gw);

@@ -165,7 +165,7 @@ describe('maintenance: zombie cleanup thread', () => {
 
       const after = await stats(gw);
       assert.equal(after.zombiesCleanedTotal - before.zombiesCleanedTotal, 1);
-      assert.ok(/\[CLEANUP\] cleaned 1 zombies/.test(gw.log), 'a [CLEANUP] line counts the zombie');
+      await waitUntil(() => /\[CLEANUP\] cleaned 1 zombies/.test(gw.log), { what: 'a [CLEANUP] line counting the zombie' });
       sw.close();
       so.close();
     } finally {

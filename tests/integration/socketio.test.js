@@ -175,8 +175,9 @@ describe('socketio: handshake, presence, events', () => {
     await waitUntil(async () => (await gw.api('GET', `/api/users/${a.id}`, { token: userToken(a.id) })).body.isOnline, { what: 'isOnline in REST' });
     s1.close(); s2.close(); s3.close();
     await waitUntil(async () => !(await gw.api('GET', `/api/users/${a.id}`, { token: userToken(a.id) })).body.isOnline, { what: 'offline in REST' });
-    assert.match(gw.log, new RegExp(`\\[CONNECT\\] user=${a.id} sid=\\S+ conns=\\d`));
-    assert.match(gw.log, new RegExp(`\\[DISCONNECT\\] user=${a.id} sid=\\S+ reason=`));
+    // Log lines reach the test through a pipe: wait for them rather than read once.
+    await waitUntil(() => new RegExp(`\\[CONNECT\\] user=${a.id} sid=\\S+ conns=\\d`).test(gw.log), { what: '[CONNECT] line' });
+    await waitUntil(() => new RegExp(`\\[DISCONNECT\\] user=${a.id} sid=\\S+ reason=`).test(gw.log), { what: '[DISCONNECT] line' });
   });
 
   test('refuses bad tokens with CONNECT_ERROR {message}', T, async () => {
@@ -597,7 +598,7 @@ describe('socketio: heartbeat', () => {
     assert.ok(c.at - t0 <= 300 + 200 + 400, `dropped after ${c.at - t0} ms`);
     assert.ok(ws.msgs.includes('2'), 'the server pinged');
     await waitStatus(sb, (e) => e.userId === a.id && !e.isOnline, 'A offline after the ping timeout');
-    assert.match(gw.log, /reason=ping timeout/);
+    await waitUntil(() => /reason=ping timeout/.test(gw.log), { what: 'reason=ping timeout in the log' });
     // The socket.io-client answers pings and stays connected across several intervals.
     const before = await metric(gw, 'meeshy_connected_sockets');
     await waitUntil(() => Date.now() - t0 > 1500, { what: 'a few ping intervals' });
