@@ -1,8 +1,10 @@
 'use strict';
+// @mongo-mode
 // REST API of presence-gateway (SPEC §3 "REST", §4): every route, every error status, CORS,
 // /metrics, /readyz and the activity throttle, against the real binary on a free loopback port.
 const { describe, test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const { io } = require('socket.io-client');
 const {
   startGateway, userToken, adminToken, mintToken, createUser, createConversation,
   createAnonymous, waitUntil,
@@ -79,7 +81,8 @@ describe('REST with default settings', () => {
     assert.deepEqual(h.body, { status: 'ok' });
     const r = await gw.api('GET', '/readyz');
     assert.equal(r.status, 200);
-    assert.deepEqual(r.body, { status: 'ready', store: 'sqlite' });
+    const store = process.env.PG_TEST_MONGO_URI ? 'mongodb' : 'sqlite';
+    assert.deepEqual(r.body, { status: 'ready', store });
   });
 
   test('provisioning shapes', T, async () => {
@@ -145,6 +148,27 @@ describe('REST with default settings', () => {
     assertPersonView(a.body, { anonymous: true });
     assert.equal(a.body.id, anon.id);
     assert.equal(a.body.username, 'guest');
+  });
+
+  test('a provisioned conversation lists its online participants first', T, async () => {
+    // zed sorts last by name; once connected it must come first, with the live presence.
+    const zed = await createUser(gw, 'zed');
+    const ann = await createUser(gw, 'ann');
+    const c2 = await createConversation(gw, [ann.id, zed.id], { title: 'online first' });
+    const sock = io(gw.url, { transports: ['websocket'], auth: { token: userToken(zed.id) }, reconnection: false });
+    try {
+      await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('connect_error', reject); });
+      const r = await waitUntil(async () => {
+        const x = await gw.api('GET', `/api/conversations/${c2.id}/participants`, { token: userToken(ann.id) });
+        return x.status === 200 && x.body.participants[0].isOnline ? x : null;
+      }, { timeoutMs: 5000, what: 'zed online in the participants list' });
+      const ps = r.body.participants;
+      assert.deepEqual(ps.map((p) => p.username), ['zed', 'ann']);
+      assert.equal(ps[0].status, 'online');
+      assert.equal(ps[1].isOnline, false);
+    } finally {
+      sock.close();
+    }
   });
 
   test('GET /api/users/:id', T, async () => {

@@ -1,4 +1,5 @@
 'use strict';
+// @mongo-mode
 // Socket.IO engine of presence-gateway (SPEC §1, §2 flows 1–2, §3 "Socket.IO", §4): the
 // official socket.io-client (transports: ['websocket']) and raw WebSocket clients (ws) against
 // the real binary on a free loopback port.
