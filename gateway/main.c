@@ -172,6 +172,29 @@ static void hook_engine_request_done(void *cls, void *con_cls)
     sio_engine_http_request_done(((struct gw_app *)cls)->engine, con_cls);
 }
 
+static void ws_handshake_of(const struct http_ws_head *h, struct sio_ws_handshake *out)
+{
+    out->path = h->path;
+    out->query = h->query;
+    out->key = h->key;
+    out->authorization = h->authorization;
+    out->session_token = h->session_token;
+}
+
+static bool hook_engine_ws_accepts(void *cls, const struct http_ws_head *h)
+{
+    struct sio_ws_handshake hs;
+    ws_handshake_of(h, &hs);
+    return sio_engine_ws_accepts(((struct gw_app *)cls)->engine, &hs);
+}
+
+static void hook_engine_ws_take(void *cls, int fd, const struct http_ws_head *h)
+{
+    struct sio_ws_handshake hs;
+    ws_handshake_of(h, &hs);
+    sio_engine_ws_take(((struct gw_app *)cls)->engine, fd, &hs);
+}
+
 static int hook_disconnect_user(void *cls, const char *user_id)
 {
     return sio_engine_disconnect_user(((struct gw_app *)cls)->engine, user_id);
@@ -298,6 +321,8 @@ int main(int argc, char **argv)
         .live_connections = hook_live,
         .maintenance_stats = hook_maint_stats,
         .maintenance_cleanup = hook_maint_cleanup,
+        .engine_ws_accepts = hook_engine_ws_accepts,
+        .engine_ws_take = hook_engine_ws_take,
     };
     struct http_server *http = http_start(&cfg, store, auth, throttle, &hooks);
     if (http == NULL)

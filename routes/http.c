@@ -13,6 +13,16 @@
  * that outgrows the limit is discarded as it comes (within the request timeout) and answered
  * 413 with Connection: close once it ends, so that the client, still sending, reads it.
  *
+ * DESIGN (accept loop). libmicrohttpd has no listening socket (MHD_USE_NO_LISTEN_SOCKET |
+ * MHD_USE_ITC): acceptor.c owns it, answers nothing itself, and either hands a complete
+ * WebSocket upgrade head under the engine's paths to the engine's engine_ws_take hook (the
+ * fast path: no MHD connection, pool or upgrade at all) or passes the socket to
+ * MHD_add_connection with nothing consumed. An upgrade that arrives later on a kept-alive
+ * connection still goes through engine_request (the dup recipe in socketio/upgrade.c). The
+ * acceptor closes heads that do not complete within REQUEST_TIMEOUT_MS and keeps its sockets
+ * plus MHD's within MAX_CONNECTIONS (mhd_conns counts MHD's: up on MHD_add_connection, down on
+ * NOTIFY_CONNECTION "closed").
+ *
  * DESIGN (request timeout). MHD's CONNECTION_TIMEOUT is an idle timeout: a client that sends
  * one header byte every 300 ms never trips it. Every connection therefore gets a small record
  * (struct route_conn, via MHD_OPTION_NOTIFY_CONNECTION) with a deadline: accept or end of the
@@ -35,8 +45,10 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +100,10 @@ struct http_server {
     bool stopping;
     bool watchdog_started;
     pthread_t watchdog;
+    /* the accept loop (acceptor.c) and what libmicrohttpd holds of the connection limit */
+    struct route_acceptor *acc;
+    unsigned limit;
+    atomic_uint mhd_conns; /* passed to MHD_add_connection and not yet closed */
 };
 
 const struct http_server_view *route__server(const struct route_req *r)
@@ -201,6 +217,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     c = *socket_context;
     if (c == NULL)
         return;
+    atomic_fetch_sub_explicit(&s->mhd_conns, 1, memory_order_relaxed);
     pthread_mutex_lock(&s->lock);
     DL_DELETE(s->conns, c);
     pthread_mutex_unlock(&s->lock);
@@ -754,6 +771,87 @@ static int resolve(const char *host, int port, struct sockaddr_storage *out, soc
     return 0;
 }
 
+/* --- the accept loop's side ------------------------------------------------------------------ */
+
+static bool acc_ws_accepts(void *cls, const struct http_ws_head *h)
+{
+    struct http_server *s = cls;
+    const struct http_hooks *hk = s->v.hooks;
+
+    return hk != NULL && hk->engine_ws_accepts != NULL && hk->engine_ws_take != NULL &&
+           is_engine_path(s, h->path) && hk->engine_ws_accepts(hk->cls, h);
+}
+
+static void acc_ws_take(void *cls, int fd, const struct http_ws_head *h)
+{
+    struct http_server *s = cls;
+
+    METRIC_INC(http_requests_total);
+    s->v.hooks->engine_ws_take(s->v.hooks->cls, fd, h);
+}
+
+static void acc_pass(void *cls, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+    struct http_server *s = cls;
+
+    /* Counted before MHD sees it: its own count and NOTIFY_CONNECTION come later, on its
+     * thread. The "closed" notification takes it back. */
+    atomic_fetch_add_explicit(&s->mhd_conns, 1, memory_order_relaxed);
+    if (MHD_add_connection(s->daemon, fd, sa, salen) != MHD_YES) {
+        /* MHD closed the socket (and never announced the connection). */
+        atomic_fetch_sub_explicit(&s->mhd_conns, 1, memory_order_relaxed);
+        log_debug("%s: libmicrohttpd refused a connection", __func__);
+    }
+}
+
+static unsigned acc_others(void *cls)
+{
+    struct http_server *s = cls;
+
+    return atomic_load_explicit(&s->mhd_conns, memory_order_relaxed);
+}
+
+/* The listening socket: non-blocking, the acceptor's. Returns the fd or -1 (logged). */
+static int listen_socket(const struct sockaddr_storage *ss, socklen_t sslen, int *port_out)
+{
+    int fd, one = 1;
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof(bound);
+
+    fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_warn("%s: socket", __func__);
+        return -1;
+    }
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)ss;
+        /* "::" means every address, IPv4 included. */
+        int v6only = IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ? 0 : 1;
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only));
+    }
+    if (bind(fd, (const struct sockaddr *)ss, sslen) != 0) {
+        log_warn("%s: bind", __func__);
+        goto fail;
+    }
+    if (listen(fd, 4096) != 0) {
+        log_warn("%s: listen", __func__);
+        goto fail;
+    }
+    if (getsockname(fd, (struct sockaddr *)&bound, &blen) != 0) {
+        log_warn("%s: getsockname", __func__);
+        goto fail;
+    }
+    *port_out = bound.ss_family == AF_INET6
+                    ? ntohs(((struct sockaddr_in6 *)(void *)&bound)->sin6_port)
+                    : ntohs(((struct sockaddr_in *)(void *)&bound)->sin_port);
+    return fd;
+
+fail:
+    close(fd);
+    return -1;
+}
+
 struct http_server *http_start(const struct gw_config *cfg, struct store *store,
                                struct auth_ctx *auth, struct throttle *throttle,
                                const struct http_hooks *hooks)
@@ -761,18 +859,16 @@ struct http_server *http_start(const struct gw_config *cfg, struct store *store,
     struct http_server *s;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
+    /* No listening socket: the acceptor owns it and hands MHD what it should serve; ITC so
+     * that MHD_add_connection from the acceptor thread wakes MHD's threads. */
+    unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG |
+                         MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     unsigned int threads, limit;
-    const union MHD_DaemonInfo *di;
     long ncpu;
+    int lfd;
 
     if (resolve(cfg->host, cfg->port, &ss, &sslen) != 0)
         return NULL;
-    if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&ss;
-        /* "::" means every address, IPv4 included. */
-        flags |= IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
-    }
 
     s = xcalloc(1, sizeof(*s));
     s->v.cfg = cfg;
@@ -790,14 +886,18 @@ struct http_server *http_start(const struct gw_config *cfg, struct store *store,
     limit = cfg->max_connections > 0 ? (unsigned int)cfg->max_connections
                                      : DEFAULT_CONNECTION_LIMIT;
 
+    s->limit = limit;
+    atomic_init(&s->mhd_conns, 0);
+
+    /* The acceptor enforces the limit over its connections and MHD's together; MHD's own
+     * limit is split across its workers and counted late, so it gets room to never refuse
+     * what the acceptor admitted. */
     s->daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
+        flags, 0, NULL, NULL, on_request, s,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s, /* first, so that it logs the rest */
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_CONNECTION_LIMIT, limit * threads + 64u,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_POOL_BYTES,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u,
         /* MHD's own timeout is an idle timeout in whole seconds; the watchdog enforces the
          * budget from the request line. */
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)((s->timeout_ms + 999) / 1000),
@@ -809,18 +909,40 @@ struct http_server *http_start(const struct gw_config *cfg, struct store *store,
         log_warnx("%s: cannot start the HTTP daemon on %s:%d", __func__, cfg->host, cfg->port);
         goto fail;
     }
-    di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di != NULL ? di->port : cfg->port;
 
     if (pthread_create(&s->watchdog, NULL, watchdog_main, s) != 0) {
         log_warnx("%s: cannot start the request-timeout thread", __func__);
         goto fail_daemon;
     }
     s->watchdog_started = true;
+
+    lfd = listen_socket(&ss, sslen, &s->port);
+    if (lfd < 0) {
+        log_warnx("%s: cannot listen on %s:%d", __func__, cfg->host, cfg->port);
+        goto fail_watchdog;
+    }
+    struct route_acceptor_ops ops = {
+        .cls = s,
+        .ws_accepts = acc_ws_accepts,
+        .ws_take = acc_ws_take,
+        .pass = acc_pass,
+        .others = acc_others,
+    };
+    s->acc = route__acceptor_start(lfd, s->timeout_ms, limit, &ops);
+    if (s->acc == NULL) {
+        close(lfd);
+        goto fail_watchdog;
+    }
     log_debug("%s: %u HTTP threads, connection limit %u, request timeout %" PRId64 " ms",
               __func__, threads, limit, s->timeout_ms);
     return s;
 
+fail_watchdog:
+    pthread_mutex_lock(&s->lock);
+    s->stopping = true;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->watchdog, NULL);
 fail_daemon:
     MHD_stop_daemon(s->daemon);
 fail:
@@ -837,19 +959,18 @@ int http_port(const struct http_server *h)
 
 void http_quiesce(struct http_server *h)
 {
-    MHD_socket fd;
-
-    if (h == NULL || h->daemon == NULL)
+    if (h == NULL)
         return;
-    fd = MHD_quiesce_daemon(h->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    /* MHD has no listening socket of its own: the acceptor's is the only way in. */
+    route__acceptor_quiesce(h->acc);
 }
 
 void http_stop(struct http_server *h)
 {
     if (h == NULL)
         return;
+    /* First, so that nothing is handed to the daemon while it stops. */
+    route__acceptor_stop(h->acc);
     if (h->watchdog_started) {
         pthread_mutex_lock(&h->lock);
         h->stopping = true;

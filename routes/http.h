@@ -24,6 +24,19 @@
 #include "middleware/throttle.h"
 #include "store/store.h"
 
+/* A WebSocket upgrade head read by the gateway's own accept loop (routes/acceptor.c), before
+ * libmicrohttpd sees the connection. It was checked strictly: "GET <target> HTTP/1.1", a Host,
+ * Upgrade: websocket, Connection: upgrade, Sec-WebSocket-Version: 13, a 24-char key, no body.
+ * Strings are NUL-terminated and borrowed for the duration of the call. */
+struct http_ws_head {
+    const char *path;          /* the target before '?', as sent (no '%' in it) */
+    const char *query;         /* the raw query after '?', "" when none */
+    const char *key;           /* Sec-WebSocket-Key */
+    const char *authorization; /* the Authorization value, or NULL */
+    const char *session_token; /* X-Session-Token, or NULL */
+    size_t len;                /* bytes of the head, the final CRLFCRLF included */
+};
+
 struct http_hooks {
     void *cls;
     /* Handles a request under /socket.io/ (or /engine.io/): the same contract as an MHD access
@@ -44,6 +57,15 @@ struct http_hooks {
      * NULL (answered 503). */
     json_t *(*maintenance_stats)(void *cls);
     json_t *(*maintenance_cleanup)(void *cls);
+    /* The fast WebSocket path (both NULL: every request goes through libmicrohttpd). Called on
+     * the acceptor thread for a head under the engine's paths; must not block.
+     * engine_ws_accepts: true when the engine would answer this upgrade 101; no side effect.
+     * false: the connection goes to libmicrohttpd untouched (and so to engine_request).
+     * engine_ws_take: called after engine_ws_accepts said true and the head's bytes were read
+     * off fd (nothing past them): the engine owns fd from now on (answers 101 and closes it
+     * when done, or closes it at once when it cannot take it any more). */
+    bool (*engine_ws_accepts)(void *cls, const struct http_ws_head *h);
+    void (*engine_ws_take)(void *cls, int fd, const struct http_ws_head *h);
 };
 
 struct http_server;
@@ -56,7 +78,8 @@ struct http_server *http_start(const struct gw_config *cfg, struct store *store,
                                const struct http_hooks *hooks);
 /* The bound port. */
 int http_port(const struct http_server *h);
-/* Stops accepting new connections (first step of shutdown); in-flight requests finish. */
+/* Stops accepting new connections (first step of shutdown); in-flight requests finish, and a
+ * connection whose head is still arriving in the acceptor is served when it completes. */
 void http_quiesce(struct http_server *h);
 /* Stops the daemon and frees the server. Call after the Socket.IO engine has handed back
  * every upgraded connection. */

@@ -155,4 +155,30 @@ bool route__live(struct route_req *r, const char *person_id);
 extern const struct route_def route__table[];
 extern const size_t route__table_len;
 
+/* acceptor.c: the gateway's own accept loop in front of libmicrohttpd. Callbacks run on the
+ * acceptor thread. */
+struct route_acceptor;
+struct route_acceptor_ops {
+    void *cls;
+    /* The head is a WebSocket upgrade the engine takes (http_hooks.engine_ws_accepts). NULL:
+     * every connection is passed. */
+    bool (*ws_accepts)(void *cls, const struct http_ws_head *h);
+    /* The head's bytes were read off fd: the engine owns it. */
+    void (*ws_take)(void *cls, int fd, const struct http_ws_head *h);
+    /* Hands fd to libmicrohttpd with nothing consumed; the callee owns fd. */
+    void (*pass)(void *cls, int fd, const struct sockaddr *sa, socklen_t salen);
+    /* Connections held elsewhere that count against the limit (libmicrohttpd's). */
+    unsigned (*others)(void *cls);
+};
+/* Starts the acceptor on a listening socket (non-blocking). On success it owns listen_fd;
+ * on failure (NULL, logged) the caller still does. ops is copied. */
+struct route_acceptor *route__acceptor_start(int listen_fd, int64_t timeout_ms, unsigned limit,
+                                             const struct route_acceptor_ops *ops);
+/* Stops accepting at once; heads still arriving are served. Main thread. */
+void route__acceptor_quiesce(struct route_acceptor *a);
+/* Joins the thread and closes the held connections and the listening socket. */
+void route__acceptor_stop(struct route_acceptor *a);
+/* The strict head parser (in place; see acceptor.c). */
+bool route__ws_head_parse(char *buf, size_t len, struct http_ws_head *out);
+
 #endif

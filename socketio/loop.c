@@ -142,6 +142,8 @@ void sio_msg_free(struct sio_msg *m)
     if (m == NULL)
         return;
     free(m->extra);
+    if (m->hello != NULL)
+        sio_sbuf_release(m->hello);
     sio__free_secret(m->jwt);
     sio__free_secret(m->session);
     sio__free_secret(m->qtoken);
@@ -916,9 +918,11 @@ static void reap_all(struct sio_loop *l)
 static void conn_new(struct sio_loop *l, struct sio_msg *m)
 {
     int one = 1;
-    int fl = fcntl(m->fd, F_GETFL);
-    if (fl >= 0)
-        fcntl(m->fd, F_SETFL, fl | O_NONBLOCK);
+    if (m->hello == NULL) { /* the accept loop's sockets are non-blocking already */
+        int fl = fcntl(m->fd, F_GETFL);
+        if (fl >= 0)
+            fcntl(m->fd, F_SETFL, fl | O_NONBLOCK);
+    }
     setsockopt(m->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct sio_conn *c = xcalloc(1, sizeof(*c));
     c->fd = m->fd;
@@ -957,7 +961,18 @@ static void conn_new(struct sio_loop *l, struct sio_msg *m)
             a->session = m->session;
             m->jwt = m->qtoken = m->session = NULL;
         }
-        sio__session_open(c);
+        if (m->hello != NULL) {
+            /* The 101 waits in the queue: the open packet queues behind it and both leave
+             * in one write. */
+            out_append(c, m->hello, 0);
+            sio__session_open(c);
+            if (c->state != SIO_ST_DEAD && conn_flush(c) != 0) {
+                sio__conn_close(c, "transport error", 0, 0);
+                return;
+            }
+        } else {
+            sio__session_open(c);
+        }
         if (c->state != SIO_ST_AWAIT_CONNECT)
             return;
     }

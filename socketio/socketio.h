@@ -36,6 +36,25 @@ enum MHD_Result sio_engine_http_request(void *e, struct MHD_Connection *conn, co
                                         size_t *upload_data_size, void **con_cls);
 void sio_engine_http_request_done(void *e, void *con_cls);
 
+/* A WebSocket upgrade request read by the gateway's own accept loop (routes/ checked the HTTP
+ * side strictly). Strings are borrowed for the call. */
+struct sio_ws_handshake {
+    const char *path;          /* without the query */
+    const char *query;         /* raw, after '?' ("" when none) */
+    const char *key;           /* Sec-WebSocket-Key */
+    const char *authorization; /* or NULL */
+    const char *session_token; /* or NULL */
+};
+/* True when the engine answers this upgrade 101 itself (EIO=4, transport=websocket, no sid,
+ * the engine running): then sio_engine_ws_take follows. False: the request is to go through
+ * sio_engine_http_request, which answers what the reference server answers. No side effect;
+ * any thread. */
+bool sio_engine_ws_accepts(struct sio_engine *e, const struct sio_ws_handshake *h);
+/* Takes fd, whose request head was read off it entirely (nothing after it): the 101 goes out
+ * with the Engine.IO open packet from the loop thread that owns it. The engine owns fd from
+ * now on (closes it at once when it is shutting down). Any thread. */
+void sio_engine_ws_take(struct sio_engine *e, int fd, const struct sio_ws_handshake *h);
+
 /* Closes every connection of the person (no grace), marks it offline, broadcasts. Returns
  * the number of connections closed. Waits for the loops to act (bounded). */
 int sio_engine_disconnect_user(struct sio_engine *e, const char *person_id);

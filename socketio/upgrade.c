@@ -17,6 +17,8 @@
  * all 400. Long-polling requests go to polling.c.
  */
 #include <fcntl.h>
+#include <stdio.h>
+#include <sys/types.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -239,4 +241,126 @@ void sio_engine_http_request_done(void *cls, void *con_cls)
     sio__free_secret(rq->session);
     sio__free_secret(rq->qtoken);
     free(rq);
+}
+
+/* ---- the accept loop's fast path ------------------------------------------------------- */
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Decodes [s, e) ("%XX" and '+' as libmicrohttpd does) into out (cap > e - s). Returns the
+ * length, or -1 on a malformed escape. */
+static ssize_t query_decode(const char *s, const char *e, char *out)
+{
+    size_t n = 0;
+    while (s < e) {
+        if (*s == '%') {
+            int hi, lo;
+            if (e - s < 3 || (hi = hexval(s[1])) < 0 || (lo = hexval(s[2])) < 0)
+                return -1;
+            out[n++] = (char)(hi * 16 + lo);
+            s += 3;
+        } else {
+            out[n++] = *s == '+' ? ' ' : *s;
+            s++;
+        }
+    }
+    out[n] = '\0';
+    return (ssize_t)n;
+}
+
+/* The first value of name in the raw query: *val (malloc'ed, decoded) or NULL when absent.
+ * Returns false on a malformed query (then the request goes the slow way). */
+static bool query_get(const char *q, const char *name, char **val)
+{
+    size_t nl = strlen(name);
+    *val = NULL;
+    while (*q != '\0') {
+        const char *amp = strchr(q, '&');
+        const char *end = amp != NULL ? amp : q + strlen(q);
+        const char *eq = memchr(q, '=', (size_t)(end - q));
+        const char *kend = eq != NULL ? eq : end;
+        if ((size_t)(kend - q) == nl && memcmp(q, name, nl) == 0) {
+            const char *vs = eq != NULL ? eq + 1 : end;
+            char *out = xmalloc((size_t)(end - vs) + 1);
+            ssize_t n = query_decode(vs, end, out);
+            if (n < 0 || strlen(out) != (size_t)n) { /* a NUL would cut the value */
+                free(out);
+                return false;
+            }
+            *val = out;
+            return true;
+        }
+        q = amp != NULL ? amp + 1 : end;
+    }
+    return true;
+}
+
+/* True when the query's value of name is exactly want. */
+static bool query_is(const char *q, const char *name, const char *want)
+{
+    char *v;
+    bool ok;
+    if (!query_get(q, name, &v) || v == NULL)
+        return false;
+    ok = strcmp(v, want) == 0;
+    free(v);
+    return ok;
+}
+
+bool sio_engine_ws_accepts(struct sio_engine *e, const struct sio_ws_handshake *h)
+{
+    char *sid, *tok;
+    if (!atomic_load(&e->running))
+        return false;
+    if (!query_is(h->query, "EIO", "4") || !query_is(h->query, "transport", "websocket"))
+        return false;
+    /* The upgrade of a polling session (sid) is rare: libmicrohttpd's path serves it. */
+    if (!query_get(h->query, "sid", &sid) || sid != NULL) {
+        free(sid);
+        return false;
+    }
+    if (!query_get(h->query, "token", &tok))
+        return false;
+    sio__free_secret(tok);
+    return true;
+}
+
+void sio_engine_ws_take(struct sio_engine *e, int fd, const struct sio_ws_handshake *h)
+{
+    static const char fmt[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                              "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n";
+    char accept[29];
+    char *tok = NULL;
+
+    if (!atomic_load(&e->running) || sio__ws_accept(h->key, accept) != 0 ||
+        !query_get(h->query, "token", &tok)) {
+        close(fd);
+        return;
+    }
+    struct sio_msg *m = xcalloc(1, sizeof(*m));
+    m->type = SIO_MSG_NEW_CONN;
+    m->fd = fd;
+    char head[sizeof(fmt) + 32];
+    int n = snprintf(head, sizeof(head), fmt, accept);
+    m->hello = sio_sbuf_new((size_t)n);
+    memcpy(m->hello->data, head, (size_t)n);
+    const char *bearer = h->authorization ? auth_bearer_from_header(h->authorization) : NULL;
+    m->jwt = (bearer && *bearer) ? xstrdup(bearer) : NULL;
+    m->session = (h->session_token && *h->session_token) ? xstrdup(h->session_token) : NULL;
+    if (tok != NULL && *tok != '\0')
+        m->qtoken = tok;
+    else
+        sio__free_secret(tok);
+    m->eio_echo = sio__conformance_eio_path(e, h->path);
+    unsigned i = atomic_fetch_add_explicit(&e->rr, 1, memory_order_relaxed) % (unsigned)e->nloops;
+    sio__mpsc_push(&e->loops[i].q, m);
 }

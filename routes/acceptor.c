@@ -1,0 +1,542 @@
+/*
+ * acceptor.c - the gateway's own accept loop in front of libmicrohttpd (STACK-NOTES §9, "own
+ * accept loop"). libmicrohttpd runs without a listening socket; this thread owns it.
+ *
+ * Why: a WebSocket handshake through libmicrohttpd costs a connection pool, its request parser,
+ * an upgrade response, a dup and MHD_upgrade_action(CLOSE) on its threads: more than half the
+ * CPU of a Socket.IO connect. Here a connection costs accept4, one MSG_PEEK read of its head,
+ * one read of exactly the head's bytes, and a small strict parser; the 101 is written by the
+ * Socket.IO loop that takes the socket, in the same write as the Engine.IO open packet.
+ *
+ * Each accepted socket (non-blocking) goes into an edge-triggered epoll. On each readable edge
+ * the head is peeked (up to ROUTE_ACCEPT_PEEK bytes) and searched for CRLFCRLF:
+ *   - a complete head that parses as a WebSocket upgrade and that the owner's ws_accepts
+ *     wants: its bytes (exactly) are read off the socket and the socket goes to ws_take;
+ *   - any other complete head, a head that does not fit the peek buffer, a peer that
+ *     half-closed: the socket goes to libmicrohttpd (pass) with nothing consumed, so that it
+ *     parses and answers the request itself, keep-alive and all;
+ *   - an incomplete head waits for the next edge.
+ * A socket that sits here without a complete head for timeout_ms (slowloris) gets a 408 and is
+ * closed, as the request-timeout watchdog of http.c does for connections libmicrohttpd holds.
+ *
+ * Connection limit: sockets held here plus those the owner reports (others: libmicrohttpd's)
+ * never exceed limit. At the limit the listening socket leaves the epoll set and new
+ * connections wait in the kernel backlog; it comes back when the count drops (checked on each
+ * pass, and every ROUTE_ACCEPT_PAUSE_MS while paused, since libmicrohttpd frees connections
+ * without telling this thread).
+ *
+ * DESIGN (threads). One thread runs the epoll loop and owns every held socket and the
+ * listening socket; route__acceptor_quiesce and route__acceptor_stop talk to it through an
+ * eventfd and flags. Callbacks run on this thread.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <utlist.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "common/xmalloc.h"
+#include "routes/route_internal.h"
+
+#define ROUTE_ACCEPT_PEEK 8192
+#define ROUTE_ACCEPT_EVENTS 256
+#define ROUTE_ACCEPT_BATCH 64
+#define ROUTE_ACCEPT_PAUSE_MS 10
+
+struct acc_conn {
+    int fd;
+    socklen_t salen;
+    int64_t deadline_ms; /* monotonic: accept + timeout */
+    struct sockaddr_storage sa;
+    struct acc_conn *prev, *next; /* in accept order, so deadlines ascend */
+};
+
+struct route_acceptor {
+    struct route_acceptor_ops ops;
+    int lfd;
+    int epfd;
+    int efd;
+    int64_t timeout_ms;
+    unsigned limit;
+    unsigned held;
+    bool listening; /* lfd in the epoll set */
+    bool paused;    /* at the connection limit */
+    atomic_bool quiesce;
+    atomic_bool stop;
+    pthread_t thread;
+    struct acc_conn *conns;
+    char buf[ROUTE_ACCEPT_PEEK + 1];
+};
+
+/* epoll tags of the two non-connection fds */
+static char tag_listen, tag_wake;
+
+/* --- the head parser ------------------------------------------------------------------------ */
+
+static bool is_tchar(unsigned char ch)
+{
+    if (ch >= 'a' && ch <= 'z')
+        return true;
+    if (ch >= 'A' && ch <= 'Z')
+        return true;
+    if (ch >= '0' && ch <= '9')
+        return true;
+    return ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* True when the comma-separated value holds token (case-insensitive). */
+static bool has_token(const char *value, const char *token)
+{
+    size_t tl = strlen(token);
+    const char *p = value;
+
+    while (*p != '\0') {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p != '\0' && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if ((size_t)(end - start) == tl && strncasecmp(start, token, tl) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool is_ws_key(const char *k)
+{
+    /* base64 of 16 bytes: 22 characters of the alphabet, then "==" */
+    if (strlen(k) != 24 || k[22] != '=' || k[23] != '=')
+        return false;
+    for (int i = 0; i < 22; i++) {
+        unsigned char ch = (unsigned char)k[i];
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '+' || ch == '/'))
+            return false;
+    }
+    return true;
+}
+
+/* Parses the head in buf[0, len) (len includes the final CRLFCRLF; buf[len] is writable) in
+ * place: strings of *out point into buf. Returns true for a well-formed WebSocket upgrade
+ * request; false for anything else, which libmicrohttpd is to serve (buf is then garbage). */
+bool route__ws_head_parse(char *buf, size_t len, struct http_ws_head *out)
+{
+    static const char method[] = "GET ";
+    static const char version[] = " HTTP/1.1";
+    const char *host = NULL, *upgrade = NULL, *connection = NULL, *wsver = NULL, *key = NULL;
+    const char *authz = NULL, *session = NULL;
+    char *p = buf, *end = buf + len, *eol, *target, *query;
+
+    if (len < 4 || memcmp(end - 4, "\r\n\r\n", 4) != 0)
+        return false;
+    /* Every CR is followed by LF and every LF preceded by CR; no NUL. */
+    for (size_t i = 0; i < len; i++) {
+        if (buf[i] == '\0')
+            return false;
+        if (buf[i] == '\r' && (i + 1 >= len || buf[i + 1] != '\n'))
+            return false;
+        if (buf[i] == '\n' && (i == 0 || buf[i - 1] != '\r'))
+            return false;
+    }
+
+    /* request line */
+    eol = memchr(p, '\r', (size_t)(end - p));
+    if ((size_t)(eol - p) < sizeof(method) - 1 + 1 + sizeof(version) - 1 ||
+        memcmp(p, method, sizeof(method) - 1) != 0 ||
+        memcmp(eol - (sizeof(version) - 1), version, sizeof(version) - 1) != 0)
+        return false;
+    target = p + sizeof(method) - 1;
+    *(eol - (sizeof(version) - 1)) = '\0';
+    if (*target != '/')
+        return false;
+    query = NULL;
+    for (char *q = target; *q != '\0'; q++) {
+        unsigned char ch = (unsigned char)*q;
+        if (ch <= 0x20 || ch >= 0x7f || ch == '#')
+            return false;
+        if (ch == '?' && query == NULL) {
+            *q = '\0';
+            query = q + 1;
+        } else if (ch == '%' && query == NULL) {
+            return false; /* libmicrohttpd decodes paths; keep them out of this one */
+        }
+    }
+    p = eol + 2;
+
+    /* header lines, up to the empty one */
+    while (p < end - 2) {
+        char *name = p, *colon, *v, *vend;
+        eol = memchr(p, '\r', (size_t)(end - p));
+        if (*p == ' ' || *p == '\t')
+            return false; /* obsolete line folding */
+        colon = name;
+        while (colon < eol && is_tchar((unsigned char)*colon))
+            colon++;
+        if (colon == name || colon == eol || *colon != ':')
+            return false;
+        *colon = '\0';
+        v = colon + 1;
+        while (v < eol && (*v == ' ' || *v == '\t'))
+            v++;
+        vend = eol;
+        while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t'))
+            vend--;
+        for (char *q = v; q < vend; q++) {
+            unsigned char ch = (unsigned char)*q;
+            if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+                return false;
+        }
+        *vend = '\0';
+        p = eol + 2;
+
+        const char **slot = NULL;
+        if (strcasecmp(name, "Host") == 0)
+            slot = &host;
+        else if (strcasecmp(name, "Upgrade") == 0)
+            slot = &upgrade;
+        else if (strcasecmp(name, "Connection") == 0)
+            slot = &connection;
+        else if (strcasecmp(name, "Sec-WebSocket-Version") == 0)
+            slot = &wsver;
+        else if (strcasecmp(name, "Sec-WebSocket-Key") == 0)
+            slot = &key;
+        else if (strcasecmp(name, "Authorization") == 0)
+            slot = &authz;
+        else if (strcasecmp(name, "X-Session-Token") == 0)
+            slot = &session;
+        else if (strcasecmp(name, "Content-Length") == 0 ||
+                 strcasecmp(name, "Transfer-Encoding") == 0)
+            return false; /* a body on a handshake: libmicrohttpd's business */
+        if (slot != NULL) {
+            if (*slot != NULL)
+                return false; /* repeated: ambiguous */
+            *slot = v;
+        }
+    }
+
+    if (host == NULL || *host == '\0' || upgrade == NULL || !has_token(upgrade, "websocket") ||
+        connection == NULL || !has_token(connection, "upgrade") || wsver == NULL ||
+        strcmp(wsver, "13") != 0 || key == NULL || !is_ws_key(key))
+        return false;
+    out->path = target;
+    out->query = query != NULL ? query : "";
+    out->key = key;
+    out->authorization = authz;
+    out->session_token = session != NULL && *session != '\0' ? session : NULL;
+    out->len = len;
+    return true;
+}
+
+/* --- the loop ------------------------------------------------------------------------------- */
+
+static void listen_set(struct route_acceptor *a, bool on)
+{
+    if (a->lfd < 0 || a->listening == on)
+        return;
+    if (on) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_listen};
+        if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->lfd, &ev) != 0) {
+            log_warn("%s: epoll_ctl(ADD listen)", __func__);
+            return;
+        }
+    } else {
+        epoll_ctl(a->epfd, EPOLL_CTL_DEL, a->lfd, NULL);
+    }
+    a->listening = on;
+}
+
+static bool at_limit(struct route_acceptor *a)
+{
+    unsigned others = a->ops.others != NULL ? a->ops.others(a->ops.cls) : 0;
+    return a->held + others >= a->limit;
+}
+
+/* Takes c out of the set (the epoll registration first: the fd is about to change hands). */
+static void conn_forget(struct route_acceptor *a, struct acc_conn *c)
+{
+    epoll_ctl(a->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    DL_DELETE(a->conns, c);
+    a->held--;
+}
+
+static void conn_pass(struct route_acceptor *a, struct acc_conn *c)
+{
+    int fd = c->fd;
+
+    conn_forget(a, c);
+    a->ops.pass(a->ops.cls, fd, (const struct sockaddr *)&c->sa, c->salen);
+    free(c);
+}
+
+static void conn_close(struct route_acceptor *a, struct acc_conn *c)
+{
+    conn_forget(a, c);
+    close(c->fd);
+    free(c);
+}
+
+static void on_readable(struct route_acceptor *a, struct acc_conn *c, uint32_t events)
+{
+    ssize_t n;
+    char *crlf2;
+
+    do {
+        n = recv(c->fd, a->buf, ROUTE_ACCEPT_PEEK, MSG_PEEK);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        conn_close(a, c);
+        return;
+    }
+    if (n == 0) {
+        conn_close(a, c); /* gone before sending anything */
+        return;
+    }
+    a->buf[n] = '\0';
+    crlf2 = memmem(a->buf, (size_t)n, "\r\n\r\n", 4);
+    if (crlf2 == NULL) {
+        /* Too long for us, or the peer stopped sending: libmicrohttpd answers (or closes). */
+        if (n >= ROUTE_ACCEPT_PEEK || (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0)
+            conn_pass(a, c);
+        return;
+    }
+
+    size_t head_len = (size_t)(crlf2 - a->buf) + 4;
+    struct http_ws_head h;
+    if (a->ops.ws_accepts == NULL || !route__ws_head_parse(a->buf, head_len, &h) ||
+        !a->ops.ws_accepts(a->ops.cls, &h)) {
+        conn_pass(a, c);
+        return;
+    }
+    /* Read exactly the head: what follows (a first frame) stays in the socket for the loop
+     * that takes it. The bytes are already queued, so one read gets them all. The parsed
+     * strings live in a->buf, which the read must not overwrite: read into the tail. */
+    char sink[512];
+    size_t left = head_len;
+    while (left > 0) {
+        ssize_t r = recv(c->fd, sink, left < sizeof(sink) ? left : sizeof(sink), 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            conn_close(a, c);
+            return;
+        }
+        left -= (size_t)r;
+    }
+    int fd = c->fd;
+    conn_forget(a, c);
+    free(c);
+    a->ops.ws_take(a->ops.cls, fd, &h);
+}
+
+static void accept_some(struct route_acceptor *a)
+{
+    for (int i = 0; i < ROUTE_ACCEPT_BATCH; i++) {
+        struct acc_conn *c;
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof(sa);
+        int fd;
+
+        if (at_limit(a)) {
+            listen_set(a, false);
+            a->paused = true;
+            return;
+        }
+        fd = accept4(a->lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: leave the backlog alone for a while. */
+                log_warn("%s: accept4, pausing", __func__);
+                listen_set(a, false);
+                a->paused = true;
+                return;
+            }
+            if (errno == EINVAL) /* shut down by quiesce */
+                return;
+            log_warn("%s: accept4", __func__);
+            return;
+        }
+        c = xmalloc(sizeof(*c));
+        c->fd = fd;
+        c->salen = salen;
+        memcpy(&c->sa, &sa, salen);
+        c->deadline_ms = util_mono_ms() + a->timeout_ms;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+        if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            log_warn("%s: epoll_ctl(ADD)", __func__);
+            close(fd);
+            free(c);
+            continue;
+        }
+        DL_APPEND(a->conns, c);
+        a->held++;
+    }
+}
+
+/* Closes the connections whose head did not complete in time; returns the next deadline. */
+static int64_t expire(struct route_acceptor *a, int64_t now)
+{
+    static const char body[] =
+        "{\"error\":\"request_timeout\",\"message\":\"the request was not complete in time\"}";
+    char head[256];
+    int head_len = snprintf(head, sizeof(head),
+                            "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                            "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                            sizeof(body) - 1, body);
+
+    while (a->conns != NULL && a->conns->deadline_ms <= now) {
+        struct acc_conn *c = a->conns;
+        /* Read what came first, so that close() sends a FIN after the 408 and not a reset. */
+        (void)recv(c->fd, a->buf, ROUTE_ACCEPT_PEEK, MSG_DONTWAIT);
+        if (head_len > 0)
+            (void)send(c->fd, head, (size_t)head_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        log_debug("%s: closed a connection with no complete request after %" PRId64 " ms",
+                  __func__, a->timeout_ms);
+        conn_close(a, c);
+    }
+    return a->conns != NULL ? a->conns->deadline_ms : INT64_MAX;
+}
+
+static void *acceptor_main(void *arg)
+{
+    struct route_acceptor *a = arg;
+    struct epoll_event evs[ROUTE_ACCEPT_EVENTS];
+
+    while (!atomic_load(&a->stop)) {
+        int64_t now = util_mono_ms();
+        int64_t next = expire(a, now);
+        int timeout = -1;
+
+        if (atomic_load(&a->quiesce) && a->lfd >= 0) {
+            listen_set(a, false);
+            close(a->lfd);
+            a->lfd = -1;
+            a->paused = false;
+        }
+        if (a->paused && !at_limit(a)) {
+            a->paused = false;
+            listen_set(a, true);
+        }
+        if (next != INT64_MAX)
+            timeout = next - now > 1000 ? 1000 : (int)(next - now);
+        if (a->paused && (timeout < 0 || timeout > ROUTE_ACCEPT_PAUSE_MS))
+            timeout = ROUTE_ACCEPT_PAUSE_MS;
+
+        int n = epoll_wait(a->epfd, evs, ROUTE_ACCEPT_EVENTS, timeout);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            log_warn("%s: epoll_wait", __func__);
+            break;
+        }
+        bool accept_ready = false;
+        for (int i = 0; i < n; i++) {
+            void *tag = evs[i].data.ptr;
+            if (tag == &tag_listen) {
+                accept_ready = true;
+            } else if (tag == &tag_wake) {
+                uint64_t v;
+                (void)read(a->efd, &v, sizeof(v));
+            } else {
+                on_readable(a, tag, evs[i].events);
+            }
+        }
+        /* Accept after serving the ready heads: a connection passed on above frees a slot,
+         * and the ones just accepted were registered after this batch of events. */
+        if (accept_ready && a->lfd >= 0)
+            accept_some(a);
+    }
+    return NULL;
+}
+
+/* --- lifecycle ------------------------------------------------------------------------------ */
+
+struct route_acceptor *route__acceptor_start(int listen_fd, int64_t timeout_ms, unsigned limit,
+                                             const struct route_acceptor_ops *ops)
+{
+    struct route_acceptor *a = xcalloc(1, sizeof(*a));
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_wake};
+
+    a->ops = *ops;
+    a->lfd = listen_fd;
+    a->timeout_ms = timeout_ms;
+    a->limit = limit > 0 ? limit : 1;
+    a->epfd = epoll_create1(EPOLL_CLOEXEC);
+    a->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (a->epfd < 0 || a->efd < 0) {
+        log_warn("%s: epoll/eventfd", __func__);
+        goto fail;
+    }
+    if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->efd, &ev) != 0) {
+        log_warn("%s: epoll_ctl", __func__);
+        goto fail;
+    }
+    listen_set(a, true);
+    if (!a->listening)
+        goto fail;
+    if (pthread_create(&a->thread, NULL, acceptor_main, a) != 0) {
+        log_warnx("%s: cannot start the acceptor thread", __func__);
+        goto fail;
+    }
+    return a;
+
+fail:
+    if (a->efd >= 0)
+        close(a->efd);
+    if (a->epfd >= 0)
+        close(a->epfd);
+    free(a);
+    return NULL;
+}
+
+static void wake(struct route_acceptor *a)
+{
+    uint64_t one = 1;
+    (void)write(a->efd, &one, sizeof(one));
+}
+
+void route__acceptor_quiesce(struct route_acceptor *a)
+{
+    if (a == NULL)
+        return;
+    /* Refuse new connections now (the acceptor thread closes the socket when it sees the
+     * flag, and only then, so the fd is still ours here). */
+    if (shutdown(a->lfd, SHUT_RDWR) != 0 && errno != ENOTCONN)
+        log_warn("%s: shutdown", __func__);
+    atomic_store(&a->quiesce, true);
+    wake(a);
+}
+
+void route__acceptor_stop(struct route_acceptor *a)
+{
+    if (a == NULL)
+        return;
+    atomic_store(&a->stop, true);
+    wake(a);
+    pthread_join(a->thread, NULL);
+    while (a->conns != NULL)
+        conn_close(a, a->conns);
+    if (a->lfd >= 0)
+        close(a->lfd);
+    close(a->efd);
+    close(a->epfd);
+    free(a);
+}
