@@ -824,6 +824,8 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t sslen, int
         return -1;
     }
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* Accepted sockets inherit it: the Socket.IO loops need not set it on each one. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (ss->ss_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)ss;
         /* "::" means every address, IPv4 included. */
