@@ -416,8 +416,8 @@ static int64_t expire(struct route_acceptor *a, int64_t now)
         /* Read what came first, so that close() sends a FIN after the 408 and not a reset. */
         (void)recv(c->fd, a->buf, ROUTE_ACCEPT_PEEK, MSG_DONTWAIT);
         (void)send(c->fd, a->r408, a->r408_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        log_debug("%s: closed a connection with no complete request after %" PRId64 " ms",
-                  __func__, a->timeout_ms);
+        log_debug("%s: closed a connection with no complete request after %" PRId64 " ms", __func__,
+                  a->timeout_ms);
         conn_close(a, c);
     }
     return a->conns != NULL ? a->conns->deadline_ms : INT64_MAX;
@@ -487,10 +487,11 @@ struct route_acceptor *route__acceptor_start(int listen_fd, int64_t timeout_ms, 
         "{\"error\":\"request_timeout\",\"message\":\"the request was not complete in time\"}";
 
     a->ops = *ops;
-    a->r408_len = (size_t)snprintf(a->r408, sizeof(a->r408),
-                                   "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-                                   "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                                   sizeof(body) - 1, body);
+    a->r408_len =
+        (size_t)snprintf(a->r408, sizeof(a->r408),
+                         "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                         "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                         sizeof(body) - 1, body);
     a->lfd = listen_fd;
     a->timeout_ms = timeout_ms;
     a->limit = limit > 0 ? limit : 1;

@@ -109,9 +109,9 @@ struct sio_msg {
     /* BCAST */
     struct sio_bcast *bcast;
     bool eio_echo; /* NEW_CONN, NEW_POLL: --conformance /engine.io/ (SIO_CF_EIO_ECHO) */
-    struct sio_sbuf *hello; /* NEW_CONN from the accept loop: the 101 answer, sent in the
-                             * same write as the open packet; the fd is non-blocking
-                             * and TCP_NODELAY */
+    /* NEW_CONN from the accept loop: the 101 answer, sent in the same write as the open
+     * packet; the fd is non-blocking and TCP_NODELAY */
+    struct sio_sbuf *hello;
     /* NEW_POLL, POLL_DATA, NEW_CONN of an upgrade from polling (a reference each) */
     struct sio_poll *poll;
     uint8_t *body;
