@@ -203,6 +203,23 @@ test('accept loop: WebSocket heads, first frames, keep-alive, slowloris, connect
 test('accept loop: MAX_CONNECTIONS counts connections waiting for their head', { timeout: 30000 }, async () => {
   const gw = await startGateway({ env: { MAX_CONNECTIONS: '4', REQUEST_TIMEOUT_MS: '20000' } });
   try {
+    // Connections libmicrohttpd served and closed give their slots back: after 20 of them,
+    // three waiting heads and one request still fit in four.
+    for (let i = 0; i < 20; i++) {
+      const r = await rawConn(gw.port);
+      r.s.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+      await r.closedP(5000);
+      assert.match(r.buf.toString(), /^HTTP\/1\.1 200 /);
+    }
+    {
+      const held = [];
+      for (let i = 0; i < 3; i++) held.push(await rawConn(gw.port));
+      const r = await rawConn(gw.port);
+      r.s.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+      await r.until((b) => /"status":"ok"/.test(b.toString()), 5000, 'an answer with three heads waiting');
+      await r.closedP(5000);
+      for (const x of held) x.s.destroy();
+    }
     const idle = [];
     for (let i = 0; i < 4; i++) idle.push(await rawConn(gw.port));
     // The fifth connects (kernel backlog) but is not served while four wait in the acceptor.
