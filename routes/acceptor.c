@@ -1,6 +1,6 @@
 /*
  * acceptor.c - the gateway's own accept loop in front of libmicrohttpd (STACK-NOTES §9, "own
- * accept loop"). libmicrohttpd runs without a listening socket; this thread owns it.
+ * accept loop"). libmicrohttpd runs without a listening socket; the accept threads own it.
  *
  * Why: a WebSocket handshake through libmicrohttpd costs a connection pool, its request parser,
  * an upgrade response, a dup and MHD_upgrade_action(CLOSE) on its threads: more than half the
@@ -23,11 +23,13 @@
  * never exceed limit. At the limit the listening socket leaves the epoll set and new
  * connections wait in the kernel backlog; it comes back when the count drops (checked on each
  * pass, and every ROUTE_ACCEPT_PAUSE_MS while paused, since libmicrohttpd frees connections
- * without telling this thread).
+ * without telling the acceptor).
  *
- * DESIGN (threads). One thread runs the epoll loop and owns every held socket and the
- * listening socket; route__acceptor_quiesce and route__acceptor_stop talk to it through an
- * eventfd and flags. Callbacks run on this thread.
+ * DESIGN (threads). nthreads workers (as many as libmicrohttpd's, which accepted in parallel
+ * before) each run an epoll loop and own the sockets they accepted; they share the listening
+ * socket (EPOLLEXCLUSIVE: a connection wakes one) and an atomic count of held sockets for the
+ * limit. route__acceptor_quiesce and route__acceptor_stop talk to them through flags and one
+ * eventfd each. Callbacks run on the worker threads, several at once.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -62,22 +64,32 @@ struct acc_conn {
     struct acc_conn *prev, *next; /* in accept order, so deadlines ascend */
 };
 
+struct acc_worker;
+
 struct route_acceptor {
     struct route_acceptor_ops ops;
-    int lfd;
-    int epfd;
-    int efd;
+    int lfd; /* shared by the workers (EPOLLEXCLUSIVE); closed by route__acceptor_stop */
     int64_t timeout_ms;
     unsigned limit;
-    unsigned held;
-    bool listening; /* lfd in the epoll set */
-    bool paused;    /* at the connection limit */
+    atomic_uint held; /* sockets every worker holds */
     atomic_bool quiesce;
     atomic_bool stop;
-    pthread_t thread;
-    struct acc_conn *conns;
     char r408[256];
     size_t r408_len;
+    int nworkers;
+    struct acc_worker *workers;
+};
+
+/* One accept thread: its epoll set and the sockets it accepted. */
+struct acc_worker {
+    struct route_acceptor *g;
+    int epfd;
+    int efd;
+    bool listening; /* lfd in this epoll set */
+    bool paused;    /* at the connection limit */
+    bool started;
+    pthread_t thread;
+    struct acc_conn *conns;
     char buf[ROUTE_ACCEPT_PEEK + 1];
 };
 
@@ -245,49 +257,50 @@ bool route__ws_head_parse(char *buf, size_t len, struct http_ws_head *out)
 
 /* --- the loop ------------------------------------------------------------------------------- */
 
-static void listen_set(struct route_acceptor *a, bool on)
+static void listen_set(struct acc_worker *a, bool on)
 {
-    if (a->lfd < 0 || a->listening == on)
+    if (a->listening == on)
         return;
     if (on) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_listen};
-        if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->lfd, &ev) != 0) {
+        /* every worker waits on the one socket; a connection wakes one of them */
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &tag_listen};
+        if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->g->lfd, &ev) != 0) {
             log_warn("%s: epoll_ctl(ADD listen)", __func__);
             return;
         }
     } else {
-        epoll_ctl(a->epfd, EPOLL_CTL_DEL, a->lfd, NULL);
+        epoll_ctl(a->epfd, EPOLL_CTL_DEL, a->g->lfd, NULL);
     }
     a->listening = on;
 }
 
-static bool at_limit(struct route_acceptor *a)
+static bool at_limit(struct acc_worker *a)
 {
-    unsigned others = a->ops.others != NULL ? a->ops.others(a->ops.cls) : 0;
-    return a->held + others >= a->limit;
+    unsigned others = a->g->ops.others != NULL ? a->g->ops.others(a->g->ops.cls) : 0;
+    return atomic_load_explicit(&a->g->held, memory_order_relaxed) + others >= a->g->limit;
 }
 
 /* Takes c out of the set (the epoll registration first: the fd is about to change hands). */
-static void conn_forget(struct route_acceptor *a, struct acc_conn *c)
+static void conn_forget(struct acc_worker *a, struct acc_conn *c)
 {
     if (!c->in_set)
         return;
     epoll_ctl(a->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     DL_DELETE(a->conns, c);
-    a->held--;
+    atomic_fetch_sub_explicit(&a->g->held, 1, memory_order_relaxed);
     c->in_set = false;
 }
 
-static void conn_pass(struct route_acceptor *a, struct acc_conn *c)
+static void conn_pass(struct acc_worker *a, struct acc_conn *c)
 {
     int fd = c->fd;
 
     conn_forget(a, c);
-    a->ops.pass(a->ops.cls, fd, (const struct sockaddr *)&c->sa, c->salen);
+    a->g->ops.pass(a->g->ops.cls, fd, (const struct sockaddr *)&c->sa, c->salen);
     free(c);
 }
 
-static void conn_close(struct route_acceptor *a, struct acc_conn *c)
+static void conn_close(struct acc_worker *a, struct acc_conn *c)
 {
     conn_forget(a, c);
     close(c->fd);
@@ -296,7 +309,7 @@ static void conn_close(struct route_acceptor *a, struct acc_conn *c)
 
 /* Serves c's head if it is complete. Returns true while c waits for more (c stays), false
  * when c was handed on or closed (c is freed). */
-static bool on_readable(struct route_acceptor *a, struct acc_conn *c, uint32_t events)
+static bool on_readable(struct acc_worker *a, struct acc_conn *c, uint32_t events)
 {
     ssize_t n;
     char *crlf2;
@@ -327,8 +340,8 @@ static bool on_readable(struct route_acceptor *a, struct acc_conn *c, uint32_t e
 
     size_t head_len = (size_t)(crlf2 - a->buf) + 4;
     struct http_ws_head h;
-    if (a->ops.ws_accepts == NULL || !route__ws_head_parse(a->buf, head_len, &h) ||
-        !a->ops.ws_accepts(a->ops.cls, &h)) {
+    if (a->g->ops.ws_accepts == NULL || !route__ws_head_parse(a->buf, head_len, &h) ||
+        !a->g->ops.ws_accepts(a->g->ops.cls, &h)) {
         conn_pass(a, c);
         return false;
     }
@@ -350,11 +363,11 @@ static bool on_readable(struct route_acceptor *a, struct acc_conn *c, uint32_t e
     int fd = c->fd;
     conn_forget(a, c);
     free(c);
-    a->ops.ws_take(a->ops.cls, fd, &h);
+    a->g->ops.ws_take(a->g->ops.cls, fd, &h);
     return false;
 }
 
-static void accept_some(struct route_acceptor *a)
+static void accept_some(struct acc_worker *a)
 {
     for (int i = 0; i < ROUTE_ACCEPT_BATCH; i++) {
         struct acc_conn *c;
@@ -367,7 +380,7 @@ static void accept_some(struct route_acceptor *a)
             a->paused = true;
             return;
         }
-        fd = accept4(a->lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        fd = accept4(a->g->lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -394,7 +407,7 @@ static void accept_some(struct route_acceptor *a)
          * epoll set (two epoll_ctl and a wake-up saved). */
         if (!on_readable(a, c, 0))
             continue;
-        c->deadline_ms = util_mono_ms() + a->timeout_ms;
+        c->deadline_ms = util_mono_ms() + a->g->timeout_ms;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = c};
         if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             log_warn("%s: epoll_ctl(ADD)", __func__);
@@ -404,20 +417,20 @@ static void accept_some(struct route_acceptor *a)
         }
         c->in_set = true;
         DL_APPEND(a->conns, c);
-        a->held++;
+        atomic_fetch_add_explicit(&a->g->held, 1, memory_order_relaxed);
     }
 }
 
 /* Closes the connections whose head did not complete in time; returns the next deadline. */
-static int64_t expire(struct route_acceptor *a, int64_t now)
+static int64_t expire(struct acc_worker *a, int64_t now)
 {
     while (a->conns != NULL && a->conns->deadline_ms <= now) {
         struct acc_conn *c = a->conns;
         /* Read what came first, so that close() sends a FIN after the 408 and not a reset. */
         (void)recv(c->fd, a->buf, ROUTE_ACCEPT_PEEK, MSG_DONTWAIT);
-        (void)send(c->fd, a->r408, a->r408_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)send(c->fd, a->g->r408, a->g->r408_len, MSG_NOSIGNAL | MSG_DONTWAIT);
         log_debug("%s: closed a connection with no complete request after %" PRId64 " ms", __func__,
-                  a->timeout_ms);
+                  a->g->timeout_ms);
         conn_close(a, c);
     }
     return a->conns != NULL ? a->conns->deadline_ms : INT64_MAX;
@@ -425,21 +438,20 @@ static int64_t expire(struct route_acceptor *a, int64_t now)
 
 static void *acceptor_main(void *arg)
 {
-    struct route_acceptor *a = arg;
+    struct acc_worker *a = arg;
     struct epoll_event evs[ROUTE_ACCEPT_EVENTS];
 
-    while (!atomic_load(&a->stop)) {
+    while (!atomic_load(&a->g->stop)) {
         int64_t now = util_mono_ms();
         int64_t next = expire(a, now);
         int timeout = -1;
 
-        if (atomic_load(&a->quiesce) && a->lfd >= 0) {
+        bool quiesced = atomic_load(&a->g->quiesce);
+        if (quiesced) {
             listen_set(a, false);
-            close(a->lfd);
-            a->lfd = -1;
             a->paused = false;
         }
-        if (a->paused && !at_limit(a)) {
+        if (a->paused && !quiesced && !at_limit(a)) {
             a->paused = false;
             listen_set(a, true);
         }
@@ -469,7 +481,7 @@ static void *acceptor_main(void *arg)
         }
         /* Accept after serving the ready heads: a connection passed on above frees a slot,
          * and the ones just accepted were registered after this batch of events. */
-        if (accept_ready && a->lfd >= 0)
+        if (accept_ready && !atomic_load(&a->g->quiesce))
             accept_some(a);
     }
     return NULL;
@@ -477,14 +489,61 @@ static void *acceptor_main(void *arg)
 
 /* --- lifecycle ------------------------------------------------------------------------------ */
 
-struct route_acceptor *route__acceptor_start(int listen_fd, int64_t timeout_ms, unsigned limit,
-                                             const struct route_acceptor_ops *ops)
+static void worker_close(struct acc_worker *w)
 {
-    struct route_acceptor *a = xcalloc(1, sizeof(*a));
+    while (w->conns != NULL)
+        conn_close(w, w->conns);
+    if (w->efd >= 0)
+        close(w->efd);
+    if (w->epfd >= 0)
+        close(w->epfd);
+}
+
+static int worker_init(struct route_acceptor *a, struct acc_worker *w)
+{
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_wake};
 
+    w->g = a;
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->epfd < 0 || w->efd < 0) {
+        log_warn("%s: epoll/eventfd", __func__);
+        return -1;
+    }
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->efd, &ev) != 0) {
+        log_warn("%s: epoll_ctl", __func__);
+        return -1;
+    }
+    listen_set(w, true);
+    return w->listening ? 0 : -1;
+}
+
+static void wake_all(struct route_acceptor *a)
+{
+    uint64_t one = 1;
+    for (int i = 0; i < a->nworkers; i++)
+        if (a->workers[i].efd >= 0)
+            (void)write(a->workers[i].efd, &one, sizeof(one));
+}
+
+static void stop_workers(struct route_acceptor *a)
+{
+    atomic_store(&a->stop, true);
+    wake_all(a);
+    for (int i = 0; i < a->nworkers; i++) {
+        if (a->workers[i].started)
+            pthread_join(a->workers[i].thread, NULL);
+        worker_close(&a->workers[i]);
+    }
+    free(a->workers);
+}
+
+struct route_acceptor *route__acceptor_start(int listen_fd, int nthreads, int64_t timeout_ms,
+                                             unsigned limit, const struct route_acceptor_ops *ops)
+{
     static const char body[] =
         "{\"error\":\"request_timeout\",\"message\":\"the request was not complete in time\"}";
+    struct route_acceptor *a = xcalloc(1, sizeof(*a));
 
     a->ops = *ops;
     a->r408_len =
@@ -495,64 +554,46 @@ struct route_acceptor *route__acceptor_start(int listen_fd, int64_t timeout_ms, 
     a->lfd = listen_fd;
     a->timeout_ms = timeout_ms;
     a->limit = limit > 0 ? limit : 1;
-    a->epfd = epoll_create1(EPOLL_CLOEXEC);
-    a->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (a->epfd < 0 || a->efd < 0) {
-        log_warn("%s: epoll/eventfd", __func__);
-        goto fail;
-    }
-    if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->efd, &ev) != 0) {
-        log_warn("%s: epoll_ctl", __func__);
-        goto fail;
-    }
-    listen_set(a, true);
-    if (!a->listening)
-        goto fail;
-    if (pthread_create(&a->thread, NULL, acceptor_main, a) != 0) {
-        log_warnx("%s: cannot start the acceptor thread", __func__);
-        goto fail;
+    atomic_init(&a->held, 0);
+    a->nworkers = nthreads > 0 ? nthreads : 1;
+    a->workers = xcalloc((size_t)a->nworkers, sizeof(*a->workers));
+    for (int i = 0; i < a->nworkers; i++)
+        a->workers[i].epfd = a->workers[i].efd = -1;
+    for (int i = 0; i < a->nworkers; i++) {
+        struct acc_worker *w = &a->workers[i];
+        if (worker_init(a, w) != 0)
+            goto fail;
+        if (pthread_create(&w->thread, NULL, acceptor_main, w) != 0) {
+            log_warnx("%s: cannot start an acceptor thread", __func__);
+            goto fail;
+        }
+        w->started = true;
     }
     return a;
 
 fail:
-    if (a->efd >= 0)
-        close(a->efd);
-    if (a->epfd >= 0)
-        close(a->epfd);
+    stop_workers(a);
     free(a);
     return NULL;
-}
-
-static void wake(struct route_acceptor *a)
-{
-    uint64_t one = 1;
-    (void)write(a->efd, &one, sizeof(one));
 }
 
 void route__acceptor_quiesce(struct route_acceptor *a)
 {
     if (a == NULL)
         return;
-    /* Refuse new connections now (the acceptor thread closes the socket when it sees the
-     * flag, and only then, so the fd is still ours here). */
+    /* Refuse new connections now; the workers take the socket out of their sets when they
+     * see the flag (it is closed only by route__acceptor_stop). */
     if (shutdown(a->lfd, SHUT_RDWR) != 0 && errno != ENOTCONN)
         log_warn("%s: shutdown", __func__);
     atomic_store(&a->quiesce, true);
-    wake(a);
+    wake_all(a);
 }
 
 void route__acceptor_stop(struct route_acceptor *a)
 {
     if (a == NULL)
         return;
-    atomic_store(&a->stop, true);
-    wake(a);
-    pthread_join(a->thread, NULL);
-    while (a->conns != NULL)
-        conn_close(a, a->conns);
-    if (a->lfd >= 0)
-        close(a->lfd);
-    close(a->efd);
-    close(a->epfd);
+    stop_workers(a);
+    close(a->lfd);
     free(a);
 }

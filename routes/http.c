@@ -930,7 +930,7 @@ struct http_server *http_start(const struct gw_config *cfg, struct store *store,
         .pass = acc_pass,
         .others = acc_others,
     };
-    s->acc = route__acceptor_start(lfd, s->timeout_ms, limit, &ops);
+    s->acc = route__acceptor_start(lfd, (int)threads, s->timeout_ms, limit, &ops);
     if (s->acc == NULL) {
         close(lfd);
         goto fail_watchdog;

@@ -170,10 +170,11 @@ struct route_acceptor_ops {
     /* Connections held elsewhere that count against the limit (libmicrohttpd's). */
     unsigned (*others)(void *cls);
 };
-/* Starts the acceptor on a listening socket (non-blocking). On success it owns listen_fd;
- * on failure (NULL, logged) the caller still does. ops is copied. */
-struct route_acceptor *route__acceptor_start(int listen_fd, int64_t timeout_ms, unsigned limit,
-                                             const struct route_acceptor_ops *ops);
+/* Starts the acceptor on a listening socket (non-blocking), with nthreads accept threads.
+ * On success it owns listen_fd; on failure (NULL, logged) the caller still does. ops is
+ * copied; its callbacks may run on several acceptor threads at once. */
+struct route_acceptor *route__acceptor_start(int listen_fd, int nthreads, int64_t timeout_ms,
+                                             unsigned limit, const struct route_acceptor_ops *ops);
 /* Stops accepting at once; heads still arriving are served. Main thread. */
 void route__acceptor_quiesce(struct route_acceptor *a);
 /* Joins the thread and closes the held connections and the listening socket. */
