@@ -692,6 +692,28 @@ static void test_status_packet_escapes(void **state)
     free(s);
 }
 
+/* The encoder's own ISO-8601 dates match util_iso_time over leap years and centuries. */
+static void test_status_packet_dates(void **state)
+{
+    struct fx *f = *state;
+    static const int64_t samples[] = {1,           86399999,      951782400000LL,
+                                      951868799999LL, 4107542400000LL, 1800000000123LL,
+                                      1709164800000LL, 253402300799999LL};
+    for (size_t i = 0; i < sizeof(samples) / sizeof(samples[0]); i++) {
+        for (int64_t k = 0; k < 400; k++) {
+            int64_t ms = samples[i] + k * 86400000LL * 37 + k * 1001;
+            size_t len;
+            char *s = sio__status_packet(f->e, f->alice, "a", false, true, ms, ms, ms, &len);
+            char want[ISO_TIME_LEN + 1];
+            util_iso_time(ms, want);
+            char *at = strstr(s, "\"lastActiveAt\":\"");
+            assert_non_null(at);
+            assert_memory_equal(at + 16, want, ISO_TIME_LEN);
+            free(s);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -708,6 +730,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registry_grace, fx_setup_grace, fx_teardown),
         cmocka_unit_test_setup_teardown(test_status_packet, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_status_packet_escapes, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_status_packet_dates, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
