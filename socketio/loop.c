@@ -305,6 +305,32 @@ static void conn_epoll(struct sio_conn *c, bool want_out)
     }
 }
 
+/* Output queue entries come from a small per-loop free list: a broadcast queues one per
+ * recipient and the flush after the batch gives it back, so the steady state allocates
+ * nothing. The list is bounded, so a burst's entries go back to malloc. */
+#define SIO_CHUNK_FREE_MAX 1024
+
+static struct sio_outchunk *chunk_get(struct sio_loop *l)
+{
+    struct sio_outchunk *o = l->chunk_free;
+    if (o == NULL)
+        return xmalloc(sizeof(*o));
+    l->chunk_free = o->next;
+    l->nchunk_free--;
+    return o;
+}
+
+static void chunk_put(struct sio_loop *l, struct sio_outchunk *o)
+{
+    if (l->nchunk_free >= SIO_CHUNK_FREE_MAX) {
+        free(o);
+        return;
+    }
+    o->next = l->chunk_free;
+    l->chunk_free = o;
+    l->nchunk_free++;
+}
+
 static void conn_reap_now(struct sio_conn *c);
 
 /* Writes what is queued; returns -1 when the socket failed. */
@@ -346,18 +372,18 @@ static int conn_flush(struct sio_conn *c)
             if (c->out_head == NULL)
                 c->out_tail = NULL;
             sio_sbuf_release(o->buf);
-            free(o);
+            chunk_put(c->loop, o);
         }
     }
     conn_epoll(c, c->out_head != NULL);
     return 0;
 }
 
-static void out_append(struct sio_conn *c, struct sio_sbuf *b, size_t off)
+/* Queues b at the tail; the caller has taken the reference the entry holds. */
+static void out_append_ref(struct sio_conn *c, struct sio_sbuf *b, size_t off)
 {
-    struct sio_outchunk *o = xmalloc(sizeof(*o));
+    struct sio_outchunk *o = chunk_get(c->loop);
     o->next = NULL;
-    sio_sbuf_ref(b);
     o->buf = b;
     o->off = (uint32_t)off;
     if (c->out_tail != NULL)
@@ -366,6 +392,12 @@ static void out_append(struct sio_conn *c, struct sio_sbuf *b, size_t off)
         c->out_head = o;
     c->out_tail = o;
     c->out_bytes += b->len - off;
+}
+
+static void out_append(struct sio_conn *c, struct sio_sbuf *b, size_t off)
+{
+    sio_sbuf_ref(b);
+    out_append_ref(c, b, off);
 }
 
 void sio__conn_send_sbuf(struct sio_conn *c, struct sio_sbuf *b)
@@ -910,7 +942,7 @@ static void conn_reap_now(struct sio_conn *c)
         struct sio_outchunk *o = c->out_head;
         c->out_head = o->next;
         sio_sbuf_release(o->buf);
-        free(o);
+        chunk_put(l, o);
     }
     free(c);
 }
@@ -1150,13 +1182,13 @@ struct sio_conn *sio__conn_find(struct sio_loop *l, int fd, uint64_t serial)
 
 /* Broadcast frames are queued during a batch of messages and written once per connection
  * after it (flush_dirty): several frames for one socket cost one write (SPEC §5). */
-static void conn_queue_coalesced(struct sio_loop *l, struct sio_conn *c, struct sio_sbuf *b)
+static bool conn_queue_coalesced(struct sio_loop *l, struct sio_conn *c, struct sio_sbuf *b)
 {
     if (c->fd < 0) {
         sio__conn_send_sbuf(c, b);
-        return;
+        return false;
     }
-    out_append(c, b, 0);
+    out_append_ref(c, b, 0); /* fanout takes the references of a broadcast in one go */
     if (!(c->flags & SIO_CF_DIRTY)) {
         if (l->ndirty == l->dirty_cap) {
             l->dirty_cap = l->dirty_cap ? l->dirty_cap * 2 : 256;
@@ -1171,6 +1203,7 @@ static void conn_queue_coalesced(struct sio_loop *l, struct sio_conn *c, struct 
         METRIC_INC(slow_reader_disconnects_total);
         sio__conn_close(c, "slow reader", 0, 0);
     }
+    return true;
 }
 
 /* Writes the coalesced frames; before reap_all, so no connection in the list is freed. */
@@ -1196,6 +1229,7 @@ __attribute__((noinline)) static void fanout(struct sio_loop *l, struct sio_bcas
 {
     uint64_t stamp = ++l->stamp;
     uint64_t delivered = 0;
+    unsigned queued = 0; /* queue entries holding b->frame without their reference yet */
     for (size_t i = 0; i < b->nconv; i++) {
         struct sio_room *r;
         HASH_FIND_STR(l->rooms, b->convs[i], r);
@@ -1210,13 +1244,22 @@ __attribute__((noinline)) static void fanout(struct sio_loop *l, struct sio_bcas
                     memcmp(c->person->id, b->person_id, OID_HEX_LEN) != 0) {
                     /* A slow reader may be closed here, which unlinks it from the room:
                      * next was taken before. */
-                    conn_queue_coalesced(l, c, b->frame);
+                    if (conn_queue_coalesced(l, c, b->frame))
+                        queued++;
                     delivered++;
                 }
             }
             m = next;
         }
     }
+    /* One atomic add for every entry queued above instead of one per recipient: the loops
+     * fan the same frame out at the same time, and a per-delivery increment bounced its
+     * cache line between them. No entry can have been released yet (entries are written
+     * and freed only by flush_dirty and reap_all, after the batch; a slow reader closed
+     * above keeps its queue until reaped), and the broadcast still holds its own
+     * reference until sio__bcast_done. */
+    if (queued > 0)
+        atomic_fetch_add_explicit(&b->frame->refs, queued, memory_order_relaxed);
     if (delivered > 0)
         METRIC_ADD(status_deliveries_total, delivered);
     sio__bcast_done(b);
@@ -1561,6 +1604,12 @@ void sio__loop_destroy(struct sio_loop *l)
     free(l->by_fd);
     free(l->rbuf);
     free(l->dirty);
+    while (l->chunk_free != NULL) {
+        struct sio_outchunk *o = l->chunk_free;
+        l->chunk_free = o->next;
+        free(o);
+    }
+    l->nchunk_free = 0;
     if (l->epfd >= 0)
         close(l->epfd);
     if (l->tfd >= 0)
