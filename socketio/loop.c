@@ -751,7 +751,7 @@ static bool utf8_valid(const uint8_t *s, size_t n)
  * length not in its minimal form, invalid UTF-8, RSV bits — stops it, and wslay takes the
  * rest from the first byte it did not consume. Returns the bytes consumed.
  * (A CONNECT carries a JWT, 150–400 bytes: through wslay it cost a context, 8.8 KB zeroed,
- * and about 35 000 instructions per connect.) */
+ * and about 17 000 instructions per connect, against 3 000 here; callgrind.) */
 #define SIO_FAST_MAX 1024
 static size_t fast_frames(struct sio_conn *c, const uint8_t *p, size_t n)
 {
