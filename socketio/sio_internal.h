@@ -333,6 +333,9 @@ struct sio_loop {
     size_t rbuf_len, rbuf_off;
     unsigned freed_ctx; /* wslay contexts freed since the last malloc_trim */
     int64_t last_trim_ms;
+    struct sio_outchunk *chunk_free; /* recycled output queue entries (at most
+                                      * SIO_CHUNK_FREE_MAX): none allocated per delivery */
+    unsigned nchunk_free;
 };
 
 /* ---- registry ------------------------------------------------------------------------- */

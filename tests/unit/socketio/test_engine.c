@@ -651,6 +651,69 @@ static void test_status_packet(void **state)
     free(s);
 }
 
+/* The hand-written encoder escapes as jansson would, and never emits invalid UTF-8. */
+static void test_status_packet_escapes(void **state)
+{
+    struct fx *f = *state;
+    size_t len;
+    const char *name = "a\"b\\c\n\t\x01/\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+    char *s = sio__status_packet(f->e, f->alice, name, true, true, 1800000000000LL,
+                                 1799999000000LL, 1800000001000LL, &len);
+    assert_int_equal(strlen(s), len);
+    json_error_t err;
+    json_t *arr = json_loadb(s + 2, len - 2, 0, &err);
+    assert_non_null(arr);
+    json_t *o = json_array_get(arr, 1);
+    assert_string_equal(json_string_value(json_object_get(o, "username")), name);
+    assert_true(json_is_true(json_object_get(o, "isOnline")));
+    assert_true(json_is_true(json_object_get(o, "isAnonymous")));
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "online");
+    assert_string_equal(json_string_value(json_object_get(o, "lastSeen")),
+                        "2027-01-15T07:43:20.000Z");
+    /* Byte for byte what jansson writes for the same object. */
+    char *ref = json_dumps(arr, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_string_equal(s + 2, ref);
+    free(ref);
+    json_decref(arr);
+    free(s);
+    /* Not UTF-8 (a lone continuation byte, a truncated sequence, an overlong form, a
+     * surrogate): each bad byte becomes U+FFFD and the packet still parses. */
+    s = sio__status_packet(f->e, f->alice, "x\x80y\xe2\x82z\xc0\xaf\xed\xa0\x80", false, false, 0,
+                           0, 1800000001000LL, &len);
+    arr = json_loadb(s + 2, len - 2, 0, &err);
+    assert_non_null(arr);
+    o = json_array_get(arr, 1);
+    assert_string_equal(json_string_value(json_object_get(o, "username")),
+                        "x\xef\xbf\xbdy\xef\xbf\xbd\xef\xbf\xbdz\xef\xbf\xbd\xef\xbf\xbd"
+                        "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+    assert_true(json_is_null(json_object_get(o, "lastActiveAt")));
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "offline");
+    json_decref(arr);
+    free(s);
+}
+
+/* The encoder's own ISO-8601 dates match util_iso_time over leap years and centuries. */
+static void test_status_packet_dates(void **state)
+{
+    struct fx *f = *state;
+    static const int64_t samples[] = {1,           86399999,      951782400000LL,
+                                      951868799999LL, 4107542400000LL, 1800000000123LL,
+                                      1709164800000LL, 253402300799999LL};
+    for (size_t i = 0; i < sizeof(samples) / sizeof(samples[0]); i++) {
+        for (int64_t k = 0; k < 400; k++) {
+            int64_t ms = samples[i] + k * 86400000LL * 37 + k * 1001;
+            size_t len;
+            char *s = sio__status_packet(f->e, f->alice, "a", false, true, ms, ms, ms, &len);
+            char want[ISO_TIME_LEN + 1];
+            util_iso_time(ms, want);
+            char *at = strstr(s, "\"lastActiveAt\":\"");
+            assert_non_null(at);
+            assert_memory_equal(at + 16, want, ISO_TIME_LEN);
+            free(s);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -666,6 +729,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fast_path_and_handover, fx_setup_busy, fx_teardown),
         cmocka_unit_test_setup_teardown(test_registry_grace, fx_setup_grace, fx_teardown),
         cmocka_unit_test_setup_teardown(test_status_packet, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_status_packet_escapes, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_status_packet_dates, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
