@@ -126,6 +126,8 @@ char *metrics_render(const struct metrics_external *ext, size_t *len)
     gauge(&b, "meeshy_online_anonymous", "Anonymous participants online.",
           LOADS(online_anonymous));
     gauge(&b, "meeshy_connected_sockets", "Live Socket.IO connections.", LOADS(connected_sockets));
+    gauge(&b, "meeshy_polling_requests_held",
+          "Engine.IO long-polling GETs held open, waiting for data.", LOADS(polling_requests_held));
     counter(&b, "meeshy_socket_connects_total", "Socket.IO connections accepted.",
             LOAD(connects_total));
     counter(&b, "meeshy_zombies_cleaned_total", "Zombies set offline by the cleanup job.",

@@ -28,6 +28,7 @@ struct gw_metrics {
     atomic_int_fast64_t connected_sockets;          /* meeshy_connected_sockets (gauge) */
     atomic_int_fast64_t online_users;               /* meeshy_online_users (gauge) */
     atomic_int_fast64_t online_anonymous;           /* meeshy_online_anonymous (gauge) */
+    atomic_int_fast64_t polling_requests_held;      /* meeshy_polling_requests_held (gauge) */
     atomic_uint_fast64_t connects_total;            /* meeshy_socket_connects_total */
     atomic_uint_fast64_t http_requests_total;       /* meeshy_http_requests_total */
     /* meeshy_status_broadcast_latency_seconds: cumulative counts per bucket are computed at

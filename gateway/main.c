@@ -7,8 +7,9 @@
  * reconciliation (before any listener, SPEC §2.5) → auth and throttle → Socket.IO engine
  * (loop threads) → maintenance thread → HTTP daemon → "[READY]". The main thread then only
  * waits on a signalfd (SIGTERM, SIGINT), so no work ever runs in an async signal handler.
- * Stop is the reverse: the HTTP daemon stops accepting, the engine closes every connection
- * properly and queues the offline writes, maintenance stops, the daemon goes, and the store
+ * Stop is the reverse: the engine closes every connection properly and queues the offline
+ * writes (polling clients collect their goodbye with one more GET, so the listener stays open
+ * until then), the HTTP daemon stops accepting, maintenance stops, the daemon goes, and the store
  * drains its writer queue before the process exits 0 (1 when the store did not take every
  * write within GW_SHUTDOWN_FLUSH_MS: the next start's reconciliation repairs presence).
  * While it stops, a thread keeps reading the signalfd: a second SIGTERM or SIGINT ends the
@@ -351,8 +352,10 @@ int main(int argc, char **argv)
     if (pthread_create(&watcher, &attr, second_signal_thread, (void *)(intptr_t)sfd) != 0)
         log_warnx("[SHUTDOWN] cannot watch for a second signal; stopping anyway");
     pthread_attr_destroy(&attr);
-    http_quiesce(http);
+    /* The engine says goodbye first, while the listener still accepts: a polling client
+     * collects its goodbye with its next GET, which may come on a new connection. */
     sio_engine_shutdown(engine);
+    http_quiesce(http);
     maint_stop(maint);
     http_stop(http);
     rc = store_close(store, GW_SHUTDOWN_FLUSH_MS);

@@ -204,6 +204,20 @@ void sio_engine_shutdown(struct sio_engine *e)
         }
     }
     atomic_store(&e->running, false);
+    /* A polling client with no GET out when the goodbye was queued gets it (41, then the
+     * close packet) on its next GET, as the reference server waits for it too. Those
+     * sessions stay mapped until that GET takes them, and the answer is on the wire once MHD
+     * reports the request completed; give them a bounded moment while the HTTP side still
+     * accepts (main quiesces it after this call). */
+    int64_t until = sio__mono_ms() + (e->cfg->ping_timeout_ms < 2000 ? e->cfg->ping_timeout_ms : 2000);
+    for (;;) {
+        pthread_mutex_lock(&e->polls_mu);
+        unsigned left = HASH_COUNT(e->polls);
+        pthread_mutex_unlock(&e->polls_mu);
+        if ((left == 0 && atomic_load(&e->poll_requests) == 0) || sio__mono_ms() >= until)
+            break;
+        usleep(5000);
+    }
     workers_stop(e);
     sio__registry_flush_grace(e);
     e->adapter.close(e->adapter.cls);

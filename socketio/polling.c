@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/xmalloc.h"
 #include "socketio/sio_internal.h"
 
@@ -250,6 +251,7 @@ static enum MHD_Result handshake(struct sio_preq *rq, struct MHD_Connection *con
     pthread_mutex_lock(&p->mu);
     p->waiting = conn;
     rq->suspended = true;
+    METRIC_ADD(polling_requests_held, 1);
     MHD_suspend_connection(conn);
     pthread_mutex_unlock(&p->mu);
     sio__mpsc_push(&p->loop->q, m);
@@ -266,6 +268,7 @@ static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
         /* Resumed by the loop, or the last words of a closed session (41, the close
          * packet): answer with what is queued. */
         rq->suspended = false;
+        METRIC_SUB(polling_requests_held, 1);
         enum MHD_Result r = reply_payload(conn, p, &done);
         pthread_mutex_unlock(&p->mu);
         if (done)
@@ -296,6 +299,7 @@ static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
     }
     p->waiting = conn;
     rq->suspended = true;
+    METRIC_ADD(polling_requests_held, 1);
     MHD_suspend_connection(conn);
     pthread_mutex_unlock(&p->mu);
     return MHD_YES;
@@ -313,6 +317,7 @@ enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection
         rq->eio_echo = sio__conformance_eio_path(e, url);
         rq->t0_ms = sio__mono_ms();
         rq->e = e;
+        atomic_fetch_add_explicit(&e->poll_requests, 1, memory_order_relaxed);
         *con_cls = rq;
         return MHD_YES;
     }
@@ -414,11 +419,14 @@ void sio__polling_request_done(void *con_cls)
     if (rq->poll != NULL) {
         /* A suspended GET that ends otherwise (daemon stop) must not stay registered. */
         pthread_mutex_lock(&rq->poll->mu);
-        if (rq->suspended)
+        if (rq->suspended) {
             rq->poll->waiting = NULL;
+            METRIC_SUB(polling_requests_held, 1);
+        }
         pthread_mutex_unlock(&rq->poll->mu);
         sio__poll_release(rq->poll);
     }
+    atomic_fetch_sub_explicit(&rq->e->poll_requests, 1, memory_order_relaxed);
     free(rq->body);
     free(rq);
 }

@@ -383,6 +383,9 @@ struct sio_engine {
     size_t fd_limit; /* RLIMIT_NOFILE at start: the size of each loop's by_fd */
     pthread_mutex_t polls_mu;
     struct sio_poll *polls; /* sid -> polling session */
+    /* Polling requests MHD has not yet reported completed (their answer may still be on
+     * its way): shutdown waits for them before the daemon stops. */
+    atomic_int poll_requests;
 };
 
 /* registry.c */

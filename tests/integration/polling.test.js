@@ -320,7 +320,12 @@ describe('polling: graceful shutdown', () => {
       const m = (await (await fetch(`${gw.url}/metrics`)).text()).match(/^meeshy_connected_sockets (\S+)$/m);
       return m && Number(m[1]) === 1;
     }, { what: 'one connected socket' });
-    await waitUntil(() => s.io.engine.transport._polling === true, { what: 'a GET out' });
+    // The client marks a GET as out before the gateway holds it: wait for the gateway's own
+    // gauge of held GETs.
+    await waitUntil(async () => {
+      const m = (await (await fetch(`${gw.url}/metrics`)).text()).match(/^meeshy_polling_requests_held (\S+)$/m);
+      return m && Number(m[1]) === 1;
+    }, { what: 'a GET held by the gateway' });
     const { code } = await gw.stop();
     assert.equal(code, 0);
     assert.equal(await reason, 'io server disconnect');
