@@ -123,8 +123,7 @@ char *metrics_render(const struct metrics_external *ext, size_t *len)
 
     gauge(&b, "meeshy_online_users", "Users online (live connections on this node).",
           LOADS(online_users));
-    gauge(&b, "meeshy_online_anonymous", "Anonymous participants online.",
-          LOADS(online_anonymous));
+    gauge(&b, "meeshy_online_anonymous", "Anonymous participants online.", LOADS(online_anonymous));
     gauge(&b, "meeshy_connected_sockets", "Live Socket.IO connections.", LOADS(connected_sockets));
     gauge(&b, "meeshy_polling_requests_held",
           "Engine.IO long-polling GETs held open, waiting for data.", LOADS(polling_requests_held));

@@ -20,17 +20,17 @@
 extern const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS];
 
 struct gw_metrics {
-    atomic_uint_fast64_t status_broadcasts_total;   /* meeshy_user_status_broadcasts_total */
-    atomic_uint_fast64_t status_deliveries_total;   /* meeshy_user_status_deliveries_total */
-    atomic_uint_fast64_t zombies_cleaned_total;     /* meeshy_zombies_cleaned_total */
+    atomic_uint_fast64_t status_broadcasts_total;        /* meeshy_user_status_broadcasts_total */
+    atomic_uint_fast64_t status_deliveries_total;        /* meeshy_user_status_deliveries_total */
+    atomic_uint_fast64_t zombies_cleaned_total;          /* meeshy_zombies_cleaned_total */
     atomic_uint_fast64_t slow_reader_disconnects_total;  /* meeshy_slow_reader_disconnects_total */
     atomic_uint_fast64_t rate_limited_disconnects_total; /* meeshy_rate_limited_disconnects_total */
-    atomic_int_fast64_t connected_sockets;          /* meeshy_connected_sockets (gauge) */
-    atomic_int_fast64_t online_users;               /* meeshy_online_users (gauge) */
-    atomic_int_fast64_t online_anonymous;           /* meeshy_online_anonymous (gauge) */
-    atomic_int_fast64_t polling_requests_held;      /* meeshy_polling_requests_held (gauge) */
-    atomic_uint_fast64_t connects_total;            /* meeshy_socket_connects_total */
-    atomic_uint_fast64_t http_requests_total;       /* meeshy_http_requests_total */
+    atomic_int_fast64_t connected_sockets;               /* meeshy_connected_sockets (gauge) */
+    atomic_int_fast64_t online_users;                    /* meeshy_online_users (gauge) */
+    atomic_int_fast64_t online_anonymous;                /* meeshy_online_anonymous (gauge) */
+    atomic_int_fast64_t polling_requests_held;           /* meeshy_polling_requests_held (gauge) */
+    atomic_uint_fast64_t connects_total;                 /* meeshy_socket_connects_total */
+    atomic_uint_fast64_t http_requests_total;            /* meeshy_http_requests_total */
     /* meeshy_status_broadcast_latency_seconds: cumulative counts per bucket are computed at
      * render time from these per-bucket counts. */
     atomic_uint_fast64_t latency_bucket[METRICS_LATENCY_BUCKETS + 1];
@@ -41,10 +41,8 @@ struct gw_metrics {
 extern struct gw_metrics gw_metrics;
 
 #define METRIC_INC(field) atomic_fetch_add_explicit(&gw_metrics.field, 1, memory_order_relaxed)
-#define METRIC_ADD(field, n)                                                                       \
-    atomic_fetch_add_explicit(&gw_metrics.field, (n), memory_order_relaxed)
-#define METRIC_SUB(field, n)                                                                       \
-    atomic_fetch_sub_explicit(&gw_metrics.field, (n), memory_order_relaxed)
+#define METRIC_ADD(field, n) atomic_fetch_add_explicit(&gw_metrics.field, (n), memory_order_relaxed)
+#define METRIC_SUB(field, n) atomic_fetch_sub_explicit(&gw_metrics.field, (n), memory_order_relaxed)
 
 /* Records one broadcast latency observation in nanoseconds. */
 void metrics_observe_latency_ns(uint64_t ns);

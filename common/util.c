@@ -96,12 +96,11 @@ void util_oid_new(char out[OID_HEX_LEN + 1])
     }
     uint32_t secs = (uint32_t)time(NULL);
     uint32_t count = atomic_fetch_add(&oid_counter, 1) & 0xffffff;
-    unsigned char b[12] = {(unsigned char)(secs >> 24), (unsigned char)(secs >> 16),
-                           (unsigned char)(secs >> 8),  (unsigned char)secs,
-                           oid_process_random[0],       oid_process_random[1],
-                           oid_process_random[2],       oid_process_random[3],
-                           oid_process_random[4],       (unsigned char)(count >> 16),
-                           (unsigned char)(count >> 8), (unsigned char)count};
+    unsigned char b[12] = {
+        (unsigned char)(secs >> 24),  (unsigned char)(secs >> 16), (unsigned char)(secs >> 8),
+        (unsigned char)secs,          oid_process_random[0],       oid_process_random[1],
+        oid_process_random[2],        oid_process_random[3],       oid_process_random[4],
+        (unsigned char)(count >> 16), (unsigned char)(count >> 8), (unsigned char)count};
     static const char hex[] = "0123456789abcdef";
     for (int i = 0; i < 12; i++) {
         out[2 * i] = hex[b[i] >> 4];

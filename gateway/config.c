@@ -44,8 +44,8 @@ static const struct cfg_entry cfg_table[] = {
      "Engine.IO pong deadline"},
     {"CONNECT_TIMEOUT_MS", "--connect-timeout-ms", CFG_MS, OFF(connect_timeout_ms), 50, DAY_MS,
      "45000", "time allowed for the Socket.IO CONNECT"},
-    {"ACTIVITY_THROTTLE_MS", "--activity-throttle-ms", CFG_MS, OFF(activity_throttle_ms), 0,
-     DAY_MS, "60000", "at most one lastActiveAt write per person per this window"},
+    {"ACTIVITY_THROTTLE_MS", "--activity-throttle-ms", CFG_MS, OFF(activity_throttle_ms), 0, DAY_MS,
+     "60000", "at most one lastActiveAt write per person per this window"},
     {"OFFLINE_THRESHOLD_MS", "--offline-threshold-ms", CFG_MS, OFF(offline_threshold_ms), 1,
      30 * DAY_MS, "300000", "idle time after which an unconnected online person is a zombie"},
     {"MAINTENANCE_INTERVAL_MS", "--maintenance-interval-ms", CFG_MS, OFF(maintenance_interval_ms),
@@ -86,8 +86,9 @@ static int set_value(struct gw_config *cfg, const struct cfg_entry *e, const cha
         if (e->type == CFG_LOGLEVEL) {
             enum log_level lvl;
             if (log_level_parse(v, &lvl) != 0) {
-                snprintf(err, errlen, "%s: invalid value \"%s\" (expected debug, info, warn or error)",
-                         e->env, v);
+                snprintf(err, errlen,
+                         "%s: invalid value \"%s\" (expected debug, info, warn or error)", e->env,
+                         v);
                 return GW_CONFIG_ERR;
             }
         }
@@ -248,7 +249,8 @@ void gw_config_usage(FILE *out, const char *prog)
         fprintf(out, "  %-26s %-28s %s (default: %s)%s\n", e->env, e->flag, e->help,
                 e->def ? (e->def[0] ? e->def : "\"\"") : "none", range);
     }
-    fprintf(out, "\n  --dev            generate a JWT secret for this run and print an admin token\n"
-                 "  --conformance    serve the Engine.IO/Socket.IO protocol test suites' server\n"
-                 "  --help           this text\n");
+    fprintf(out,
+            "\n  --dev            generate a JWT secret for this run and print an admin token\n"
+            "  --conformance    serve the Engine.IO/Socket.IO protocol test suites' server\n"
+            "  --help           this text\n");
 }

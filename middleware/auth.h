@@ -19,7 +19,8 @@
 #include "common/util.h"
 #include "store/store.h"
 
-#define AUTH_ERR_INVALID_TOKEN (-1) /* malformed, bad signature, wrong alg, expired, not yet valid */
+#define AUTH_ERR_INVALID_TOKEN                                                                     \
+    (-1) /* malformed, bad signature, wrong alg, expired, not yet valid */
 #define AUTH_ERR_UNKNOWN_PERSON (-2) /* id not in the store, or user inactive */
 #define AUTH_ERR_FORBIDDEN (-3)      /* admin required and not granted */
 #define AUTH_ERR_STORE (-4)          /* the store failed: 503 */
@@ -28,9 +29,9 @@
 /* The claims of a verified JWT. */
 struct auth_claims {
     char person_id[OID_HEX_LEN + 1 + 40]; /* as given; may not be an ObjectId */
-    char role[16];                          /* "" when absent */
-    bool is_admin;                          /* role ADMIN or BIGBOSS */
-    int64_t exp;                            /* 0 when absent */
+    char role[16];                        /* "" when absent */
+    bool is_admin;                        /* role ADMIN or BIGBOSS */
+    int64_t exp;                          /* 0 when absent */
 };
 
 struct auth_ctx;
@@ -47,15 +48,15 @@ int auth_verify_jwt(const struct auth_ctx *a, const char *token, int64_t now_s,
 
 /* Mints an HS256 JWT {userId, sub, role?, iat, exp} valid ttl_s seconds (ttl_s 0: no exp).
  * Returns a malloc'ed string (free()), or NULL on failure. role may be NULL. */
-char *auth_mint_jwt(const char *secret, size_t secret_len, const char *person_id,
-                    const char *role, int64_t ttl_s, int64_t now_s);
+char *auth_mint_jwt(const char *secret, size_t secret_len, const char *person_id, const char *role,
+                    int64_t ttl_s, int64_t now_s);
 
 /* The outcome of authenticating one request or handshake. */
 struct auth_result {
     struct store_person person; /* filled when the person is in the store */
     bool has_person;            /* false only for an admin service token not in the store */
     bool is_admin;
-    struct auth_claims claims;  /* zeroed for session tokens */
+    struct auth_claims claims; /* zeroed for session tokens */
 };
 void auth_result_clear(struct auth_result *r);
 

@@ -224,8 +224,7 @@ static void handle_participants(struct route_req *r)
                                                       v->cfg->offline_after_ms, live[i], false));
     free(live);
     store_person_list_free(&list);
-    route__json(r, 200,
-                json_pack("{s:s, s:o}", "conversationId", cid, "participants", arr));
+    route__json(r, 200, json_pack("{s:s, s:o}", "conversationId", cid, "participants", arr));
 }
 
 /* --- /api/admin: provisioning ---------------------------------------------------------------- */

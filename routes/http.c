@@ -81,9 +81,9 @@ enum conn_phase {
 struct route_conn {
     int fd;
     enum conn_phase phase;
-    bool exempt; /* taken by the Socket.IO engine for an upgrade */
-    bool killed; /* the watchdog already shut it down */
-    bool served; /* a request completed on it: waiting now means idle keep-alive */
+    bool exempt;         /* taken by the Socket.IO engine for an upgrade */
+    bool killed;         /* the watchdog already shut it down */
+    bool served;         /* a request completed on it: waiting now means idle keep-alive */
     int64_t deadline_ms; /* monotonic */
     struct route_conn *prev, *next;
 };
@@ -121,8 +121,7 @@ void route__json(struct route_req *r, unsigned int status, json_t *body)
     r->json = body;
 }
 
-void route__error(struct route_req *r, unsigned int status, const char *code,
-                  const char *message)
+void route__error(struct route_req *r, unsigned int status, const char *code, const char *message)
 {
     route__json(r, status, json_pack("{s:s, s:s}", "error", code, "message", message));
     if (status == MHD_HTTP_UNAUTHORIZED)
@@ -497,10 +496,10 @@ static bool authenticate(struct route_req *r, enum route_auth level)
     r->authed = true;
     /* Admin: the claim, and the stored role when the id is in the store (a demoted admin's
      * old token no longer counts). */
-    r->is_admin = r->auth.claims.is_admin &&
-                  (!r->auth.has_person ||
-                   (!r->auth.person.is_anonymous && r->auth.person.is_active &&
-                    role_is_admin(r->auth.person.role)));
+    r->is_admin =
+        r->auth.claims.is_admin &&
+        (!r->auth.has_person || (!r->auth.person.is_anonymous && r->auth.person.is_active &&
+                                 role_is_admin(r->auth.person.role)));
     if (level == ROUTE_ADMIN && !r->is_admin) {
         route__error(r, MHD_HTTP_FORBIDDEN, "forbidden", "admin role required");
         return false;
@@ -513,8 +512,7 @@ static bool authenticate(struct route_req *r, enum route_auth level)
     int64_t now_ms = util_now_ms();
     if (r->auth.has_person && v->throttle != NULL &&
         throttle_should_write(v->throttle, r->auth.person.id, now_ms)) {
-        store_presence_activity(v->store, r->auth.person.id, r->auth.person.is_anonymous,
-                                now_ms);
+        store_presence_activity(v->store, r->auth.person.id, r->auth.person.is_anonymous, now_ms);
         r->auth.person.last_active_at_ms = now_ms;
     }
     return true;
@@ -663,9 +661,8 @@ static enum MHD_Result dispatch(struct route_req *r)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     struct http_server *s = cls;
     struct route_req *r = *con_cls;
@@ -697,13 +694,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             }
         }
         if (!r->engine) {
-            const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                         MHD_HTTP_HEADER_CONTENT_LENGTH);
+            const char *cl =
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
             if (cl != NULL) {
                 char *end;
                 errno = 0;
                 unsigned long long n = strtoull(cl, &end, 10);
-                if (errno != 0 || end == cl || n > (unsigned long long)s->v.cfg->max_payload_bytes) {
+                if (errno != 0 || end == cl ||
+                    n > (unsigned long long)s->v.cfg->max_payload_bytes) {
                     /* Answer now: MHD then skips the body and closes the connection. */
                     r->too_large = true;
                     return dispatch(r);
@@ -885,8 +883,8 @@ struct http_server *http_start(const struct gw_config *cfg, struct store *store,
     ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     threads = cfg->http_threads > 0 ? (unsigned int)cfg->http_threads
                                     : (unsigned int)(ncpu > 0 ? ncpu : 1);
-    limit = cfg->max_connections > 0 ? (unsigned int)cfg->max_connections
-                                     : DEFAULT_CONNECTION_LIMIT;
+    limit =
+        cfg->max_connections > 0 ? (unsigned int)cfg->max_connections : DEFAULT_CONNECTION_LIMIT;
 
     s->limit = limit;
     atomic_init(&s->mhd_conns, 0);
@@ -895,18 +893,15 @@ struct http_server *http_start(const struct gw_config *cfg, struct store *store,
      * limit is split across its workers and counted late, so it gets room to never refuse
      * what the acceptor admitted. */
     s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s, /* first, so that it logs the rest */
-        MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_CONNECTION_LIMIT, limit * threads + 64u,
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger,
+        s, /* first, so that it logs the rest */
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, limit * threads + 64u,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_POOL_BYTES,
         /* MHD's own timeout is an idle timeout in whole seconds; the watchdog enforces the
          * budget from the request line. */
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)((s->timeout_ms + 999) / 1000),
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-        MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_END);
     if (s->daemon == NULL) {
         log_warnx("%s: cannot start the HTTP daemon on %s:%d", __func__, cfg->host, cfg->port);
         goto fail;
@@ -935,8 +930,8 @@ struct http_server *http_start(const struct gw_config *cfg, struct store *store,
         close(lfd);
         goto fail_watchdog;
     }
-    log_debug("%s: %u HTTP threads, connection limit %u, request timeout %" PRId64 " ms",
-              __func__, threads, limit, s->timeout_ms);
+    log_debug("%s: %u HTTP threads, connection limit %u, request timeout %" PRId64 " ms", __func__,
+              threads, limit, s->timeout_ms);
     return s;
 
 fail_watchdog:

@@ -53,8 +53,8 @@ int route__method_bit(const char *method)
         const char *name;
         int bit;
     } methods[] = {
-        {"GET", ROUTE_GET},       {"POST", ROUTE_POST},       {"PUT", ROUTE_PUT},
-        {"DELETE", ROUTE_DELETE}, {"PATCH", ROUTE_PATCH},     {"OPTIONS", ROUTE_OPTIONS},
+        {"GET", ROUTE_GET},       {"POST", ROUTE_POST},   {"PUT", ROUTE_PUT},
+        {"DELETE", ROUTE_DELETE}, {"PATCH", ROUTE_PATCH}, {"OPTIONS", ROUTE_OPTIONS},
         {"HEAD", ROUTE_HEAD},
     };
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
@@ -69,8 +69,8 @@ void route__allow_text(int mask, char *out, size_t outlen)
         int bit;
         const char *name;
     } order[] = {
-        {ROUTE_GET, "GET"},     {ROUTE_HEAD, "HEAD"},       {ROUTE_POST, "POST"},
-        {ROUTE_PUT, "PUT"},     {ROUTE_PATCH, "PATCH"},     {ROUTE_DELETE, "DELETE"},
+        {ROUTE_GET, "GET"},         {ROUTE_HEAD, "HEAD"},   {ROUTE_POST, "POST"},
+        {ROUTE_PUT, "PUT"},         {ROUTE_PATCH, "PATCH"}, {ROUTE_DELETE, "DELETE"},
         {ROUTE_OPTIONS, "OPTIONS"},
     };
     size_t used = 0;

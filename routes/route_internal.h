@@ -28,10 +28,10 @@
 
 /* Who may call a route. */
 enum route_auth {
-    ROUTE_OPEN = 0,   /* nobody is authenticated */
-    ROUTE_PERSON,     /* a user or anonymous participant in the store, active */
-    ROUTE_MEMBER,     /* a person, or an admin token (the handler checks membership) */
-    ROUTE_ADMIN,      /* an admin token (auth_authenticate with require_admin) */
+    ROUTE_OPEN = 0, /* nobody is authenticated */
+    ROUTE_PERSON,   /* a user or anonymous participant in the store, active */
+    ROUTE_MEMBER,   /* a person, or an admin token (the handler checks membership) */
+    ROUTE_ADMIN,    /* an admin token (auth_authenticate with require_admin) */
 };
 
 enum route_method {
@@ -82,8 +82,8 @@ struct route_req {
     bool is_admin; /* admin rights verified for this request */
     /* the answer */
     unsigned int status;
-    json_t *json;     /* owned */
-    char *text;       /* owned, non-JSON body (metrics) */
+    json_t *json; /* owned */
+    char *text;   /* owned, non-JSON body (metrics) */
     size_t text_len;
     const char *content_type;
     const char *allow; /* Allow header (405, OPTIONS) */
@@ -139,8 +139,7 @@ void route__sort_participants(struct store_person *items, bool *live, size_t n, 
 /* --- answers (http.c) ------------------------------------------------------------------------ */
 
 /* Sets an error answer {"error": code, "message": message}. */
-void route__error(struct route_req *r, unsigned int status, const char *code,
-                  const char *message);
+void route__error(struct route_req *r, unsigned int status, const char *code, const char *message);
 /* Maps a STORE_ERR_* to its answer (404, 409, 400, 503, 500). */
 void route__store_error(struct route_req *r, int err, const char *what);
 /* Sets a JSON answer (takes the reference). */

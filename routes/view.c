@@ -97,8 +97,8 @@ void route__sort_participants(struct store_person *items, bool *live, size_t n, 
         bool online = items[i].is_online || live[i];
         keys[i].index = i;
         keys[i].online = online;
-        keys[i].status = presence_compute(online, items[i].last_active_at_ms, now_ms,
-                                          away_after_ms, offline_after_ms);
+        keys[i].status = presence_compute(online, items[i].last_active_at_ms, now_ms, away_after_ms,
+                                          offline_after_ms);
         keys[i].username = items[i].username;
         keys[i].id = items[i].id;
     }

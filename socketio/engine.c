@@ -169,8 +169,7 @@ int sio_engine_start(struct sio_engine *e)
         e->nworkers++;
     }
     log_info("socketio: %d loop threads, %d handshake workers, ping %lld/%lld ms", e->nloops,
-             e->nworkers, (long long)e->cfg->ping_interval_ms,
-             (long long)e->cfg->ping_timeout_ms);
+             e->nworkers, (long long)e->cfg->ping_interval_ms, (long long)e->cfg->ping_timeout_ms);
     return 0;
 }
 
@@ -209,7 +208,8 @@ void sio_engine_shutdown(struct sio_engine *e)
      * sessions stay mapped until that GET takes them, and the answer is on the wire once MHD
      * reports the request completed; give them a bounded moment while the HTTP side still
      * accepts (main quiesces it after this call). */
-    int64_t until = sio__mono_ms() + (e->cfg->ping_timeout_ms < 2000 ? e->cfg->ping_timeout_ms : 2000);
+    int64_t until =
+        sio__mono_ms() + (e->cfg->ping_timeout_ms < 2000 ? e->cfg->ping_timeout_ms : 2000);
     for (;;) {
         pthread_mutex_lock(&e->polls_mu);
         unsigned left = HASH_COUNT(e->polls);
@@ -316,8 +316,7 @@ int sio_engine_disconnect_user(struct sio_engine *e, const char *person_id)
     return closed;
 }
 
-void sio_engine_member_added(struct sio_engine *e, const char *conversation_id,
-                             const char *user_id)
+void sio_engine_member_added(struct sio_engine *e, const char *conversation_id, const char *user_id)
 {
     if (conversation_id == NULL || user_id == NULL || strlen(conversation_id) > OID_HEX_LEN ||
         strlen(user_id) > OID_HEX_LEN || !atomic_load(&e->running))
@@ -351,7 +350,7 @@ void sio_engine_broadcast_status(struct sio_engine *e, const struct store_person
         return;
     }
     sio__broadcast(e, p->id, p->username, p->is_anonymous, p->is_online, p->last_active_at_ms,
-                   p->last_seen_ms, (const char(*)[OID_HEX_LEN + 1])convs.ids, convs.count,
+                   p->last_seen_ms, (const char(*)[OID_HEX_LEN + 1]) convs.ids, convs.count,
                    util_mono_ns());
     store_id_list_free(&convs);
 }

@@ -434,8 +434,7 @@ void sio__conn_send_sbuf(struct sio_conn *c, struct sio_sbuf *b)
     } else {
         out_append(c, b, 0);
     }
-    if ((int64_t)c->out_bytes > c->loop->e->cfg->max_payload_bytes &&
-        c->state != SIO_ST_FLUSHING) {
+    if ((int64_t)c->out_bytes > c->loop->e->cfg->max_payload_bytes && c->state != SIO_ST_FLUSHING) {
         log_warnx("[SLOW] sid=%016llx fd=%d unsent=%zu: disconnecting a slow reader",
                   (unsigned long long)c->sid, c->fd, c->out_bytes);
         METRIC_INC(slow_reader_disconnects_total);
@@ -450,8 +449,7 @@ void sio_conn_send_message(struct sio_conn *c, bool binary, const void *data, si
             sio__poll_send(c, binary, data, len);
         return;
     }
-    struct sio_sbuf *b =
-        sio_sbuf_frame(binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, data, len);
+    struct sio_sbuf *b = sio_sbuf_frame(binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, data, len);
     sio__conn_send_sbuf(c, b);
     sio_sbuf_release(b);
 }
@@ -665,8 +663,7 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     if (c->state == SIO_ST_FLUSHING || c->state == SIO_ST_DEAD)
         return;
     if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
-        sio__session_on_message(c, arg->msg, arg->msg_length,
-                                arg->opcode == WSLAY_BINARY_FRAME);
+        sio__session_on_message(c, arg->msg, arg->msg_length, arg->opcode == WSLAY_BINARY_FRAME);
 }
 
 static const struct wslay_event_callbacks ws_callbacks = {

@@ -80,8 +80,8 @@ static void person_broadcast(struct sio_engine *e, const struct sio_person *p, b
                              int64_t t0_ns)
 {
     sio__broadcast(e, p->id, p->username, p->is_anonymous, online, p->last_active_ms,
-                   p->last_seen_ms, (const char(*)[OID_HEX_LEN + 1])p->convs.ids,
-                   p->convs.count, t0_ns);
+                   p->last_seen_ms, (const char(*)[OID_HEX_LEN + 1]) p->convs.ids, p->convs.count,
+                   t0_ns);
 }
 
 static void online_gauge(bool anonymous, int delta)

@@ -410,8 +410,8 @@ static void on_event(struct sio_conn *c, struct sio_packet *p)
 {
     struct sio_engine *e = c->loop->e;
     if (!rl_allow(c, sio__mono_ms())) {
-        log_warnx("[RATELIMIT] user=%s fd=%d: more than %d events in one second",
-                  c->person->id, c->fd, e->cfg->max_events_per_sec);
+        log_warnx("[RATELIMIT] user=%s fd=%d: more than %d events in one second", c->person->id,
+                  c->fd, e->cfg->max_events_per_sec);
         METRIC_INC(rate_limited_disconnects_total);
         sio__conn_close(c, "rate limit", SIO_CLOSE_FLUSH, 1008);
         return;

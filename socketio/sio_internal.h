@@ -74,7 +74,7 @@ enum sio_msg_type {
     SIO_MSG_SHUTDOWN,
     SIO_MSG_NEW_POLL,  /* MHD thread -> loop: a polling handshake */
     SIO_MSG_POLL_DATA, /* MHD thread -> loop: the packets of a polling POST */
-    SIO_JOB_AUTH, /* loop -> worker */
+    SIO_JOB_AUTH,      /* loop -> worker */
     SIO_JOB_JOIN,
 };
 
@@ -86,8 +86,8 @@ struct sio_msg {
     struct sio_msg *next;
     enum sio_msg_type type;
     struct sio_loop *loop; /* jobs: where the result goes */
-    int fd;      /* NEW_CONN: the socket (closed if the message is dropped) */
-    int cfd;     /* results: the connection's fd, to find it */
+    int fd;                /* NEW_CONN: the socket (closed if the message is dropped) */
+    int cfd;               /* results: the connection's fd, to find it */
     uint64_t serial;
     /* NEW_CONN */
     uint8_t *extra;
@@ -222,7 +222,7 @@ struct sio_conn {
     int fd;
     uint8_t state;
     uint8_t flags;
-    uint8_t xflags; /* SIO_XF_* (in what was padding) */
+    uint8_t xflags;    /* SIO_XF_* (in what was padding) */
     uint32_t heap_idx; /* UINT32_MAX: not in the timer heap */
     int64_t deadline_ms;
     int64_t ping_sent_ms;
@@ -250,19 +250,19 @@ struct sio_poll {
     char sid[21];
     uint64_t sid_u64;
     struct sio_loop *loop;
-    uint64_t serial;   /* of its connection */
-    char *out;         /* packets waiting for the next GET, as a polling payload */
+    uint64_t serial; /* of its connection */
+    char *out;       /* packets waiting for the next GET, as a polling payload */
     size_t out_len, out_cap;
     struct MHD_Connection *waiting; /* a suspended GET */
-    bool closed;    /* no more requests; a waiting GET gets the close packet */
-    bool upgrading; /* a WebSocket probe answered: GETs get a noop at once */
+    bool closed;                    /* no more requests; a waiting GET gets the close packet */
+    bool upgrading;                 /* a WebSocket probe answered: GETs get a noop at once */
     bool upgraded;
-    bool close_after; /* closed with packets queued: they go first, the close packet next */
-    bool client_closed; /* the client sent a close packet: a waiting GET ends with a noop */
-    bool batch;         /* the loop is handling a POST: the waiting GET is woken at its end */
+    bool close_after;      /* closed with packets queued: they go first, the close packet next */
+    bool client_closed;    /* the client sent a close packet: a waiting GET ends with a noop */
+    bool batch;            /* the loop is handling a POST: the waiting GET is woken at its end */
     int64_t ping_sched_ms; /* when the pending (or next) ping is due, as scheduled: requests
                             * after ping_sched_ms + pingTimeout find the session expired */
-    UT_hash_handle hh; /* in the engine's sid map */
+    UT_hash_handle hh;     /* in the engine's sid map */
 };
 
 struct sio_pollconn { /* per loop: serial -> connection without an fd */
@@ -329,7 +329,7 @@ struct sio_loop {
     struct sio_pollconn *pollconns;
     struct sio_conn **dirty; /* connections with broadcast frames to write (coalescing) */
     size_t ndirty, dirty_cap;
-    uint8_t *rbuf;           /* the socket read of the connection being served */
+    uint8_t *rbuf; /* the socket read of the connection being served */
     size_t rbuf_len, rbuf_off;
     unsigned freed_ctx; /* wslay contexts freed since the last malloc_trim */
     int64_t last_trim_ms;
@@ -457,8 +457,9 @@ void sio__sid_string(uint64_t sid, char out[21]);
 
 /* polling.c */
 enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection *conn,
-                                     const char *url, const char *method, const char *sid, const char *upload_data,
-                                     size_t *upload_data_size, void **con_cls);
+                                     const char *url, const char *method, const char *sid,
+                                     const char *upload_data, size_t *upload_data_size,
+                                     void **con_cls);
 void sio__polling_request_done(void *con_cls);
 /* The live polling session of sid with a reference taken, or NULL. */
 struct sio_poll *sio__poll_find(struct sio_engine *e, const char *sid);

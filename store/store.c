@@ -754,7 +754,8 @@ static void enqueue(struct store *s, const char *id, bool is_anonymous, enum qki
         if (!s->_dropping) {
             s->_dropping = true;
             log_error("%s: presence write queue full (%d writes): dropping writes until the "
-                      "store catches up", __func__, STORE_QUEUE_MAX);
+                      "store catches up",
+                      __func__, STORE_QUEUE_MAX);
         }
         pthread_mutex_unlock(&s->_mu);
         return;
@@ -950,8 +951,7 @@ int store_open(const char *url, struct store **out)
 #endif
     }
     /* Never echo the URL: it may carry a password. */
-    log_error("%s: DATABASE_URL must start with sqlite: or mongodb:// or mongodb+srv://",
-              __func__);
+    log_error("%s: DATABASE_URL must start with sqlite: or mongodb:// or mongodb+srv://", __func__);
     return STORE_ERR_INVALID;
 }
 
@@ -969,8 +969,8 @@ int store_close(struct store *s, int64_t timeout_ms)
         pthread_join(s->_writer, NULL);
 
     if (s->_ring_count > 0) {
-        log_error("%s: %zu presence writes left unwritten after %lld ms", __func__,
-                  s->_ring_count, (long long)timeout_ms);
+        log_error("%s: %zu presence writes left unwritten after %lld ms", __func__, s->_ring_count,
+                  (long long)timeout_ms);
         rc = STORE_ERR_UNAVAILABLE;
     }
     struct overlay_entry *e, *tmp;
@@ -1017,8 +1017,8 @@ bool store_ping(struct store *s)
 
 /* Reads one person through fn, fills the cache and applies the overlay; see DESIGN for the
  * re-read when a batch lands during the backend read. */
-static int read_person(struct store *s, int (*fn)(struct store_backend *, const char *,
-                                                    struct store_person *),
+static int read_person(struct store *s,
+                       int (*fn)(struct store_backend *, const char *, struct store_person *),
                        const char *key, struct store_person *out)
 {
     for (int attempt = 0;; attempt++) {
@@ -1223,8 +1223,8 @@ int store_user_create(struct store *s, const struct store_user_new *u, struct st
     return rc;
 }
 
-int store_conversation_create(struct store *s, const char *id, const char *title,
-                              const char *type, struct store_conversation *out)
+int store_conversation_create(struct store *s, const char *id, const char *title, const char *type,
+                              struct store_conversation *out)
 {
     char cid[OID_HEX_LEN + 1];
     if (id != NULL) {
@@ -1240,8 +1240,7 @@ int store_conversation_create(struct store *s, const char *id, const char *title
     return s->_ops->conversation_create(s->_b, cid, title, type, out);
 }
 
-int store_member_add(struct store *s, const char *conversation_id, const char *user_id,
-                     int *added)
+int store_member_add(struct store *s, const char *conversation_id, const char *user_id, int *added)
 {
     char cid[OID_HEX_LEN + 1], uid[OID_HEX_LEN + 1];
     if (!norm_id(conversation_id, cid) || !norm_id(user_id, uid))

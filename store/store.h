@@ -33,11 +33,11 @@
 
 #include "common/util.h"
 
-#define STORE_ERR_NOT_FOUND (-1) /* no such row/document */
-#define STORE_ERR_CONFLICT (-2)  /* unique key taken (username, id) */
-#define STORE_ERR_INVALID (-3)   /* argument refused (bad id, bad URL, missing field) */
+#define STORE_ERR_NOT_FOUND (-1)   /* no such row/document */
+#define STORE_ERR_CONFLICT (-2)    /* unique key taken (username, id) */
+#define STORE_ERR_INVALID (-3)     /* argument refused (bad id, bad URL, missing field) */
 #define STORE_ERR_UNAVAILABLE (-4) /* backend down, slow or failing: answer 503 */
-#define STORE_ERR_INTERNAL (-5)  /* anything else (logged) */
+#define STORE_ERR_INTERNAL (-5)    /* anything else (logged) */
 
 #define STORE_ROLE_LEN 16
 
@@ -91,11 +91,12 @@ void store_id_list_free(struct store_id_list *l);
 
 /* Counters for /metrics and stats. Monotonic except the queue gauge. */
 struct store_stats {
-    uint64_t rows_written;     /* rows updated by the writer and by maintenance (meeshy_db_updates_total) */
-    uint64_t batches_written;  /* transactions / bulk writes applied by the writer */
-    uint64_t write_failures;   /* batches that failed and were kept for retry */
-    uint64_t queue_length;     /* writes queued now, not yet applied */
-    uint64_t queue_dropped;    /* writes refused because the queue bound was hit */
+    uint64_t
+        rows_written; /* rows updated by the writer and by maintenance (meeshy_db_updates_total) */
+    uint64_t batches_written; /* transactions / bulk writes applied by the writer */
+    uint64_t write_failures;  /* batches that failed and were kept for retry */
+    uint64_t queue_length;    /* writes queued now, not yet applied */
+    uint64_t queue_dropped;   /* writes refused because the queue bound was hit */
 };
 
 struct store;
@@ -148,18 +149,17 @@ struct store_user_new {
     const char *id; /* NULL: a new ObjectId is generated */
     const char *username;
     const char *display_name, *first_name, *last_name, *email, *avatar; /* NULL allowed */
-    const char *role; /* NULL: "USER" */
+    const char *role;                                                   /* NULL: "USER" */
     bool is_active;
 };
 /* Creates a user (offline, never active). CONFLICT when the id or username is taken. */
 int store_user_create(struct store *s, const struct store_user_new *u, struct store_person *out);
 /* Creates a conversation; id NULL generates one, type NULL means "group". CONFLICT on id. */
-int store_conversation_create(struct store *s, const char *id, const char *title,
-                              const char *type, struct store_conversation *out);
+int store_conversation_create(struct store *s, const char *id, const char *title, const char *type,
+                              struct store_conversation *out);
 /* Adds a user to a conversation. *added is 1, or 0 when already a member. NOT_FOUND when the
  * conversation or the user does not exist. */
-int store_member_add(struct store *s, const char *conversation_id, const char *user_id,
-                     int *added);
+int store_member_add(struct store *s, const char *conversation_id, const char *user_id, int *added);
 /* Counts the user members of a conversation. */
 int store_member_count(struct store *s, const char *conversation_id, uint64_t *out);
 /* Creates an anonymous participant in a conversation with a new random session token (64 hex
@@ -193,7 +193,8 @@ int store_reconcile_startup(struct store *s, int64_t now_ms, uint64_t *count);
 
 void store_get_stats(struct store *s, struct store_stats *out);
 
-/* --- person read cache (any thread) ------------------------------------------------------------ */
+/* --- person read cache (any thread) ------------------------------------------------------------
+ */
 
 /* store_person_get and store_person_by_session_token keep the rows they read from the backend
  * in a bounded cache (STORE_CACHE_MAX_ENTRIES persons and as many session tokens, sharded),
@@ -207,11 +208,11 @@ void store_get_stats(struct store *s, struct store_stats *out);
 #define STORE_CACHE_MAX_ENTRIES 65536
 
 struct store_cache_stats {
-    uint64_t hits;       /* person reads answered from the cache */
-    uint64_t misses;     /* person reads that went to the backend (absent or expired row) */
-    uint64_t entries;    /* persons cached now */
-    uint64_t tokens;     /* session tokens cached now */
-    uint64_t evictions;  /* rows dropped because their shard was full */
+    uint64_t hits;      /* person reads answered from the cache */
+    uint64_t misses;    /* person reads that went to the backend (absent or expired row) */
+    uint64_t entries;   /* persons cached now */
+    uint64_t tokens;    /* session tokens cached now */
+    uint64_t evictions; /* rows dropped because their shard was full */
 };
 
 /* Sets the time a cached row is trusted; 0 disables the cache (every read goes to the

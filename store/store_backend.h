@@ -22,7 +22,7 @@
 struct store_write {
     char id[OID_HEX_LEN + 1];
     bool is_anonymous;
-    bool set_online;           /* when true, isOnline := is_online */
+    bool set_online; /* when true, isOnline := is_online */
     bool is_online;
     int64_t last_active_at_ms; /* when non-zero, lastActiveAt := this */
     int64_t last_seen_ms;      /* when non-zero, lastSeen := this */

@@ -67,7 +67,8 @@ static const char sq_schema[] =
     " isOnline INTEGER NOT NULL DEFAULT 0,"
     " lastSeen INTEGER, lastActiveAt INTEGER,"
     " createdAt INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS anonymous_presence ON anonymous_participants (isOnline, lastActiveAt);"
+    "CREATE INDEX IF NOT EXISTS anonymous_presence ON anonymous_participants (isOnline, "
+    "lastActiveAt);"
     "CREATE INDEX IF NOT EXISTS anonymous_conversation ON anonymous_participants (conversationId);"
     "CREATE TABLE IF NOT EXISTS members ("
     " conversationId TEXT NOT NULL REFERENCES conversations (id),"
@@ -78,7 +79,7 @@ static const char sq_schema[] =
 
 /* Column lists shared by every query that returns persons; row_user()/row_anon() read them. */
 #define SQ_USER_COLS                                                                               \
-    "u.id, u.username, u.displayName, u.firstName, u.lastName, u.email, u.avatar, u.role, "       \
+    "u.id, u.username, u.displayName, u.firstName, u.lastName, u.email, u.avatar, u.role, "        \
     "u.isActive, u.isOnline, u.lastSeen, u.lastActiveAt"
 #define SQ_ANON_COLS                                                                               \
     "a.id, a.username, a.conversationId, a.isActive, a.isOnline, a.lastSeen, a.lastActiveAt"
@@ -216,9 +217,8 @@ static void conn_close(struct sq_conn *c)
 static int conn_open(const char *path, struct sq_conn **out)
 {
     struct sq_conn *c = xcalloc(1, sizeof(*c));
-    int rc = sqlite3_open_v2(path, &c->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         log_error("%s: cannot open %s: %s", __func__, path,
                   c->db != NULL ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
@@ -227,8 +227,8 @@ static int conn_open(const char *path, struct sq_conn **out)
     sqlite3_extended_result_codes(c->db, 1);
     sqlite3_busy_timeout(c->db, SQ_BUSY_TIMEOUT_MS);
     char *err = NULL;
-    rc = sqlite3_exec(c->db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;", NULL,
-                      NULL, &err);
+    rc = sqlite3_exec(c->db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;", NULL, NULL,
+                      &err);
     if (rc != SQLITE_OK) {
         log_error("%s: %s: %s", __func__, path, err != NULL ? err : sqlite3_errstr(rc));
         sqlite3_free(err);
@@ -332,8 +332,7 @@ static int exec_simple(struct sq_conn *c, enum sq_stmt idx)
 
 /* Runs a statement with ?1 = key (and ?2 = key2 when non-NULL) and tells whether it returned
  * a row. */
-static int exists(struct sq_conn *c, enum sq_stmt idx, const char *key, const char *key2,
-                  bool *out)
+static int exists(struct sq_conn *c, enum sq_stmt idx, const char *key, const char *key2, bool *out)
 {
     sqlite3_stmt *st = stmt(c, idx);
     if (st == NULL)
@@ -448,8 +447,8 @@ static int query_persons(struct sq_conn *c, enum sq_stmt idx, const char *key, i
 }
 
 /* Appends the first column of every row of an id query keyed by ?1 to l. */
-static int query_ids(struct sq_conn *c, enum sq_stmt idx, const char *key,
-                     struct store_id_list *l, size_t *cap)
+static int query_ids(struct sq_conn *c, enum sq_stmt idx, const char *key, struct store_id_list *l,
+                     size_t *cap)
 {
     sqlite3_stmt *st = stmt(c, idx);
     if (st == NULL)
@@ -508,8 +507,8 @@ static int sq_schema_init(struct sq_conn *c)
         version = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     if (version > SQ_SCHEMA_VERSION) {
-        log_error("%s: database schema version %d is newer than this build's %d", __func__,
-                  version, SQ_SCHEMA_VERSION);
+        log_error("%s: database schema version %d is newer than this build's %d", __func__, version,
+                  SQ_SCHEMA_VERSION);
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
         return STORE_ERR_INTERNAL;
     }

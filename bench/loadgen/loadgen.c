@@ -1048,14 +1048,17 @@ static void usage(void)
 static void parse_args(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"target", 1, 0, 't'},      {"mode", 1, 0, 'm'},        {"change", 1, 0, 'c'},
-        {"host", 1, 0, 'H'},        {"port", 1, 0, 'p'},        {"path", 1, 0, 'P'},
-        {"secret", 1, 0, 's'},      {"conns", 1, 0, 'n'},       {"room-size", 1, 0, 'k'},
-        {"rate", 1, 0, 'r'},        {"duration", 1, 0, 'd'},    {"concurrency", 1, 0, 'C'},
-        {"sources", 1, 0, 'S'},     {"server-pid", 1, 0, 'x'},  {"no-provision", 0, 0, 'N'},
-        {"timeout-ms", 1, 0, 'T'},  {"max-seconds", 1, 0, 'M'}, {"json", 0, 0, 'j'},
-        {"user-offset", 1, 0, 'O'}, {"help", 0, 0, 'h'},        {"cdf", 1, 0, 'F'},
-        {0, 0, 0, 0},
+        {"target", 1, 0, 't'},       {"mode", 1, 0, 'm'},
+        {"change", 1, 0, 'c'},       {"host", 1, 0, 'H'},
+        {"port", 1, 0, 'p'},         {"path", 1, 0, 'P'},
+        {"secret", 1, 0, 's'},       {"conns", 1, 0, 'n'},
+        {"room-size", 1, 0, 'k'},    {"rate", 1, 0, 'r'},
+        {"duration", 1, 0, 'd'},     {"concurrency", 1, 0, 'C'},
+        {"sources", 1, 0, 'S'},      {"server-pid", 1, 0, 'x'},
+        {"no-provision", 0, 0, 'N'}, {"timeout-ms", 1, 0, 'T'},
+        {"max-seconds", 1, 0, 'M'},  {"json", 0, 0, 'j'},
+        {"user-offset", 1, 0, 'O'},  {"help", 0, 0, 'h'},
+        {"cdf", 1, 0, 'F'},          {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {

@@ -24,8 +24,7 @@ static const char *table_env(const char *name, void *cls)
     return NULL;
 }
 
-static int load(struct gw_config *cfg, const struct env_pair *env, int argc, char **argv,
-                char *err)
+static int load(struct gw_config *cfg, const struct env_pair *env, int argc, char **argv, char *err)
 {
     return gw_config_load(cfg, argc, argv, table_env, (void *)env, err, 256);
 }
@@ -97,29 +96,23 @@ static void test_refusals(void **state)
     expect_refused(no_secret, 1, argv1, "JWT_SECRET");
     const struct env_pair short_secret[] = {{"JWT_SECRET", "short"}, {NULL, NULL}};
     expect_refused(short_secret, 1, argv1, "JWT_SECRET");
-    const struct env_pair bad_port[] = {{"JWT_SECRET", "0123456789abcdef0123"},
-                                        {"PORT", "70000"},
-                                        {NULL, NULL}};
+    const struct env_pair bad_port[] = {
+        {"JWT_SECRET", "0123456789abcdef0123"}, {"PORT", "70000"}, {NULL, NULL}};
     expect_refused(bad_port, 1, argv1, "PORT");
-    const struct env_pair bad_num[] = {{"JWT_SECRET", "0123456789abcdef0123"},
-                                       {"PING_INTERVAL_MS", "12abc"},
-                                       {NULL, NULL}};
+    const struct env_pair bad_num[] = {
+        {"JWT_SECRET", "0123456789abcdef0123"}, {"PING_INTERVAL_MS", "12abc"}, {NULL, NULL}};
     expect_refused(bad_num, 1, argv1, "PING_INTERVAL_MS");
-    const struct env_pair neg[] = {{"JWT_SECRET", "0123456789abcdef0123"},
-                                   {"DISCONNECT_GRACE_MS", "-1"},
-                                   {NULL, NULL}};
+    const struct env_pair neg[] = {
+        {"JWT_SECRET", "0123456789abcdef0123"}, {"DISCONNECT_GRACE_MS", "-1"}, {NULL, NULL}};
     expect_refused(neg, 1, argv1, "DISCONNECT_GRACE_MS");
-    const struct env_pair bad_bool[] = {{"JWT_SECRET", "0123456789abcdef0123"},
-                                        {"SINGLE_SESSION", "maybe"},
-                                        {NULL, NULL}};
+    const struct env_pair bad_bool[] = {
+        {"JWT_SECRET", "0123456789abcdef0123"}, {"SINGLE_SESSION", "maybe"}, {NULL, NULL}};
     expect_refused(bad_bool, 1, argv1, "SINGLE_SESSION");
-    const struct env_pair bad_level[] = {{"JWT_SECRET", "0123456789abcdef0123"},
-                                         {"LOG_LEVEL", "loud"},
-                                         {NULL, NULL}};
+    const struct env_pair bad_level[] = {
+        {"JWT_SECRET", "0123456789abcdef0123"}, {"LOG_LEVEL", "loud"}, {NULL, NULL}};
     expect_refused(bad_level, 1, argv1, "LOG_LEVEL");
-    const struct env_pair bad_db[] = {{"JWT_SECRET", "0123456789abcdef0123"},
-                                      {"DATABASE_URL", "postgres://x"},
-                                      {NULL, NULL}};
+    const struct env_pair bad_db[] = {
+        {"JWT_SECRET", "0123456789abcdef0123"}, {"DATABASE_URL", "postgres://x"}, {NULL, NULL}};
     expect_refused(bad_db, 1, argv1, "DATABASE_URL");
     const struct env_pair thresholds[] = {{"JWT_SECRET", "0123456789abcdef0123"},
                                           {"AWAY_AFTER_MS", "5000"},

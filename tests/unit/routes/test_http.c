@@ -120,8 +120,7 @@ int store_conversation_get(struct store *s, const char *id, struct store_convers
     (void)s, (void)id, (void)out;
     return fake_store_err ? fake_store_err : STORE_ERR_NOT_FOUND;
 }
-int store_conversation_participants(struct store *s, const char *cid,
-                                    struct store_person_list *out)
+int store_conversation_participants(struct store *s, const char *cid, struct store_person_list *out)
 {
     (void)s, (void)cid, (void)out;
     return fake_store_err ? fake_store_err : STORE_ERR_NOT_FOUND;
@@ -136,8 +135,8 @@ int store_user_create(struct store *s, const struct store_user_new *u, struct st
     out->username = strdup(u->username);
     return 0;
 }
-int store_conversation_create(struct store *s, const char *id, const char *title,
-                              const char *type, struct store_conversation *out)
+int store_conversation_create(struct store *s, const char *id, const char *title, const char *type,
+                              struct store_conversation *out)
 {
     (void)s, (void)id, (void)title, (void)type, (void)out;
     return fake_store_err ? fake_store_err : STORE_ERR_INTERNAL;
@@ -364,18 +363,35 @@ static void test_keepalive_and_codes(void **state)
     close(fd);
     assert_int_equal(atomic_load(&gw_metrics.http_requests_total) - before, 2);
 
-    assert_int_equal(request(f->port, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)), 404);
+    assert_int_equal(request(f->port, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)),
+                     404);
     assert_non_null(strstr(buf, "\"error\":\"not_found\""));
-    assert_int_equal(request(f->port, "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", buf, sizeof(buf)), 405);
+    assert_int_equal(request(f->port,
+                             "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", buf,
+                             sizeof(buf)),
+                     405);
     assert_non_null(strcasestr(buf, "Allow: GET, HEAD, OPTIONS"));
-    assert_int_equal(request(f->port, "GET /api/users/me HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)), 401);
+    assert_int_equal(
+        request(f->port, "GET /api/users/me HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)), 401);
     assert_non_null(strcasestr(buf, "WWW-Authenticate: Bearer"));
     int writes = fake_activity_writes;
-    assert_int_equal(request(f->port, "GET /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user\r\n\r\n", buf, sizeof(buf)), 200);
+    assert_int_equal(
+        request(f->port,
+                "GET /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user\r\n\r\n", buf,
+                sizeof(buf)),
+        200);
     assert_int_equal(fake_activity_writes - writes, 1);
     assert_non_null(strstr(buf, "\"username\":\"alice\""));
-    assert_int_equal(request(f->port, "GET /api/users/status?ids=x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\n\r\n", buf, sizeof(buf)), 401);
-    assert_int_equal(request(f->port, "POST /api/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user\r\nContent-Length: 2\r\n\r\n{}", buf, sizeof(buf)), 403);
+    assert_int_equal(request(f->port,
+                             "GET /api/users/status?ids=x HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                             "Bearer admin\r\n\r\n",
+                             buf, sizeof(buf)),
+                     401);
+    assert_int_equal(request(f->port,
+                             "POST /api/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                             "user\r\nContent-Length: 2\r\n\r\n{}",
+                             buf, sizeof(buf)),
+                     403);
     fx_stop(f);
 }
 
@@ -385,11 +401,27 @@ static void test_hooks_absent(void **state)
     char buf[4096];
 
     (void)state;
-    assert_int_equal(request(f->port, "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)), 404);
-    assert_int_equal(request(f->port, "GET /api/admin/maintenance/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\n\r\n", buf, sizeof(buf)), 503);
+    assert_int_equal(request(f->port,
+                             "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n",
+                             buf, sizeof(buf)),
+                     404);
+    assert_int_equal(request(f->port,
+                             "GET /api/admin/maintenance/stats HTTP/1.1\r\nHost: "
+                             "x\r\nAuthorization: Bearer admin\r\n\r\n",
+                             buf, sizeof(buf)),
+                     503);
     assert_non_null(strstr(buf, "\"error\":\"unavailable\""));
-    assert_int_equal(request(f->port, "POST /api/admin/maintenance/cleanup-zombies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\nContent-Length: 0\r\n\r\n", buf, sizeof(buf)), 503);
-    assert_int_equal(request(f->port, "POST /api/admin/users/" USER_ID "/disconnect HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\nContent-Length: 0\r\n\r\n", buf, sizeof(buf)), 503);
+    assert_int_equal(request(f->port,
+                             "POST /api/admin/maintenance/cleanup-zombies HTTP/1.1\r\nHost: "
+                             "x\r\nAuthorization: Bearer admin\r\nContent-Length: 0\r\n\r\n",
+                             buf, sizeof(buf)),
+                     503);
+    assert_int_equal(request(f->port,
+                             "POST /api/admin/users/" USER_ID
+                             "/disconnect HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                             "admin\r\nContent-Length: 0\r\n\r\n",
+                             buf, sizeof(buf)),
+                     503);
     fx_stop(f);
 }
 
@@ -400,14 +432,18 @@ static void conformance(struct gw_config *c)
 
 static void test_engine_hook(void **state)
 {
-    struct http_hooks hooks = {.engine_request = fake_engine, .engine_request_done = fake_engine_done};
+    struct http_hooks hooks = {.engine_request = fake_engine,
+                               .engine_request_done = fake_engine_done};
     struct fx *f = fx_start(&hooks, NULL);
     char buf[4096];
 
     (void)state;
     engine_calls = engine_done_calls = 0;
     engine_done_cls = NULL;
-    assert_int_equal(request(f->port, "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)), 200);
+    assert_int_equal(request(f->port,
+                             "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n",
+                             buf, sizeof(buf)),
+                     200);
     assert_non_null(strstr(buf, "engine"));
     assert_int_equal(engine_calls, 2);
     /* The completion runs after the answer is sent: wait for it, bounded. */
@@ -416,14 +452,23 @@ static void test_engine_hook(void **state)
     assert_int_equal(engine_done_calls, 1);
     assert_ptr_equal(engine_done_cls, &engine_marker);
     /* /engine.io/ is a product 404 outside conformance mode. */
-    assert_int_equal(request(f->port, "GET /engine.io/?EIO=4 HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)), 404);
+    assert_int_equal(
+        request(f->port, "GET /engine.io/?EIO=4 HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)),
+        404);
     fx_stop(f);
 
     f = fx_start(&hooks, conformance);
-    assert_int_equal(request(f->port, "GET /engine.io/?EIO=4 HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)), 200);
+    assert_int_equal(
+        request(f->port, "GET /engine.io/?EIO=4 HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)),
+        200);
     /* No product API in conformance mode. */
-    assert_int_equal(request(f->port, "GET /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user\r\n\r\n", buf, sizeof(buf)), 404);
-    assert_int_equal(request(f->port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)), 200);
+    assert_int_equal(
+        request(f->port,
+                "GET /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user\r\n\r\n", buf,
+                sizeof(buf)),
+        404);
+    assert_int_equal(request(f->port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)),
+                     200);
     fx_stop(f);
 }
 
@@ -434,15 +479,35 @@ static void test_store_down(void **state)
 
     (void)state;
     fake_store_err = STORE_ERR_UNAVAILABLE;
-    assert_int_equal(request(f->port, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)), 503);
-    assert_int_equal(request(f->port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)), 200);
-    assert_int_equal(request(f->port, "GET /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user\r\n\r\n", buf, sizeof(buf)), 503);
+    assert_int_equal(request(f->port, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)),
+                     503);
+    assert_int_equal(request(f->port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)),
+                     200);
+    assert_int_equal(
+        request(f->port,
+                "GET /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer user\r\n\r\n", buf,
+                sizeof(buf)),
+        503);
     assert_non_null(strstr(buf, "\"error\":\"unavailable\""));
-    assert_int_equal(request(f->port, "POST /api/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\nContent-Length: 16\r\n\r\n{\"username\":\"a\"}", buf, sizeof(buf)), 503);
-    assert_int_equal(request(f->port, "GET /api/users/" USER_ID " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\n\r\n", buf, sizeof(buf)), 401);
-    assert_int_equal(request(f->port, "GET /api/conversations/" USER_ID "/participants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\n\r\n", buf, sizeof(buf)), 503);
+    assert_int_equal(request(f->port,
+                             "POST /api/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                             "admin\r\nContent-Length: 16\r\n\r\n{\"username\":\"a\"}",
+                             buf, sizeof(buf)),
+                     503);
+    assert_int_equal(request(f->port,
+                             "GET /api/users/" USER_ID
+                             " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\n\r\n",
+                             buf, sizeof(buf)),
+                     401);
+    assert_int_equal(
+        request(f->port,
+                "GET /api/conversations/" USER_ID
+                "/participants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\n\r\n",
+                buf, sizeof(buf)),
+        503);
     fake_store_err = 0;
-    assert_int_equal(request(f->port, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)), 200);
+    assert_int_equal(request(f->port, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof(buf)),
+                     200);
     assert_non_null(strstr(buf, "\"store\":\"sqlite\""));
     fx_stop(f);
 }
@@ -455,15 +520,29 @@ static void test_payload_limit(void **state)
     (void)state;
     memset(body, 'a', 150);
     body[150] = '\0';
-    snprintf(req, sizeof(req), "POST /api/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\nContent-Length: 150\r\n\r\n%s", body);
+    snprintf(req, sizeof(req),
+             "POST /api/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+             "admin\r\nContent-Length: 150\r\n\r\n%s",
+             body);
     assert_int_equal(request(f->port, req, buf, sizeof(buf)), 413);
     assert_non_null(strcasestr(buf, "Connection: close"));
     /* Chunked: 60 + 60 bytes, over 100 once accumulated. */
-    snprintf(req, sizeof(req), "POST /api/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\nTransfer-Encoding: chunked\r\n\r\n3c\r\n%.60s\r\n3c\r\n%.60s\r\n0\r\n\r\n", body, body);
+    snprintf(req, sizeof(req),
+             "POST /api/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+             "admin\r\nTransfer-Encoding: chunked\r\n\r\n3c\r\n%.60s\r\n3c\r\n%.60s\r\n0\r\n\r\n",
+             body, body);
     assert_int_equal(request(f->port, req, buf, sizeof(buf)), 413);
     /* Under the limit, not JSON: 400. */
-    assert_int_equal(request(f->port, "POST /api/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\nContent-Length: 3\r\n\r\nabc", buf, sizeof(buf)), 400);
-    assert_int_equal(request(f->port, "POST /api/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\nContent-Length: 16\r\n\r\n{\"username\":\"a\"}", buf, sizeof(buf)), 201);
+    assert_int_equal(request(f->port,
+                             "POST /api/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                             "admin\r\nContent-Length: 3\r\n\r\nabc",
+                             buf, sizeof(buf)),
+                     400);
+    assert_int_equal(request(f->port,
+                             "POST /api/admin/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                             "admin\r\nContent-Length: 16\r\n\r\n{\"username\":\"a\"}",
+                             buf, sizeof(buf)),
+                     201);
     fx_stop(f);
 }
 
@@ -484,7 +563,8 @@ static void test_request_timeout(void **state)
     /* A head that never completes, one byte at a time. */
     fd = connect_to(f->port);
     t0 = util_mono_ms();
-    const char *part = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const char *part =
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     for (size_t i = 0; part[i] != '\0' && !closed; i++) {
         struct pollfd p = {fd, POLLIN, 0};
         if (send(fd, part + i, 1, MSG_NOSIGNAL) != 1)
@@ -521,12 +601,9 @@ static void test_request_timeout(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_keepalive_and_codes),
-        cmocka_unit_test(test_hooks_absent),
-        cmocka_unit_test(test_engine_hook),
-        cmocka_unit_test(test_store_down),
-        cmocka_unit_test(test_payload_limit),
-        cmocka_unit_test(test_request_timeout),
+        cmocka_unit_test(test_keepalive_and_codes), cmocka_unit_test(test_hooks_absent),
+        cmocka_unit_test(test_engine_hook),         cmocka_unit_test(test_store_down),
+        cmocka_unit_test(test_payload_limit),       cmocka_unit_test(test_request_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -60,7 +60,10 @@ static void test_ws_header_boundaries(void **state)
     }
     struct sio_sbuf *b = sio_sbuf_frame(2, "abc", 3);
     assert_int_equal(b->len, 5);
-    assert_memory_equal(b->data, "\x82\x03" "abc", 5);
+    assert_memory_equal(b->data,
+                        "\x82\x03"
+                        "abc",
+                        5);
     sio_sbuf_ref(b);
     sio_sbuf_release(b);
     sio_sbuf_release(b);
@@ -657,8 +660,8 @@ static void test_status_packet_escapes(void **state)
     struct fx *f = *state;
     size_t len;
     const char *name = "a\"b\\c\n\t\x01/\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
-    char *s = sio__status_packet(f->e, f->alice, name, true, true, 1800000000000LL,
-                                 1799999000000LL, 1800000001000LL, &len);
+    char *s = sio__status_packet(f->e, f->alice, name, true, true, 1800000000000LL, 1799999000000LL,
+                                 1800000001000LL, &len);
     assert_int_equal(strlen(s), len);
     json_error_t err;
     json_t *arr = json_loadb(s + 2, len - 2, 0, &err);
@@ -696,9 +699,14 @@ static void test_status_packet_escapes(void **state)
 static void test_status_packet_dates(void **state)
 {
     struct fx *f = *state;
-    static const int64_t samples[] = {1,           86399999,      951782400000LL,
-                                      951868799999LL, 4107542400000LL, 1800000000123LL,
-                                      1709164800000LL, 253402300799999LL};
+    static const int64_t samples[] = {1,
+                                      86399999,
+                                      951782400000LL,
+                                      951868799999LL,
+                                      4107542400000LL,
+                                      1800000000123LL,
+                                      1709164800000LL,
+                                      253402300799999LL};
     for (size_t i = 0; i < sizeof(samples) / sizeof(samples[0]); i++) {
         for (int64_t k = 0; k < 400; k++) {
             int64_t ms = samples[i] + k * 86400000LL * 37 + k * 1001;
@@ -723,7 +731,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_session_extra_in_and_presence, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_session_protocol_errors, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_session_rate_limit, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_session_bad_token_and_namespace, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_session_bad_token_and_namespace, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_kick_and_shutdown, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_slow_reader, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_fast_path_and_handover, fx_setup_busy, fx_teardown),

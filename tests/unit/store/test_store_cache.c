@@ -466,7 +466,7 @@ static void test_memory_bound(void **state)
     struct store_cache_stats cs;
     store_cache_get_stats(s, &cs);
     assert_true(cs.entries <= cap);
-    assert_true(cs.entries >= cap / 2); /* and it does cache */
+    assert_true(cs.entries >= cap / 2);   /* and it does cache */
     assert_true(cs.evictions >= N - cap); /* the first round alone fills N distinct rows */
     assert_int_equal(cs.hits + cs.misses, 2 * N);
     assert_int_equal(cs.misses, cs.entries + cs.evictions);

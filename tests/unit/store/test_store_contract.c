@@ -77,9 +77,14 @@ static void test_user_create_get(void **state)
     util_oid_new(id);
     for (int i = 0; i <= OID_HEX_LEN; i++)
         upper[i] = (char)((id[i] >= 'a' && id[i] <= 'f') ? id[i] - 'a' + 'A' : id[i]);
-    struct store_user_new u = {.id = upper, .username = name, .display_name = "Ada L",
-                               .first_name = "Ada", .last_name = "Lovelace",
-                               .email = "ada@example.org", .role = "ADMIN", .is_active = true};
+    struct store_user_new u = {.id = upper,
+                               .username = name,
+                               .display_name = "Ada L",
+                               .first_name = "Ada",
+                               .last_name = "Lovelace",
+                               .email = "ada@example.org",
+                               .role = "ADMIN",
+                               .is_active = true};
     struct store_person p = {0};
     assert_int_equal(store_user_create(s, &u, &p), 0);
     assert_string_equal(p.id, id); /* ids are stored lowercase */

@@ -324,12 +324,9 @@ static void test_concurrent_reads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_urls_and_dirs),
-        cmocka_unit_test(test_schema_wal_version),
-        cmocka_unit_test(test_null_times),
-        cmocka_unit_test(test_overlay_while_locked),
-        cmocka_unit_test(test_close_flushes),
-        cmocka_unit_test(test_concurrent_reads),
+        cmocka_unit_test(test_urls_and_dirs), cmocka_unit_test(test_schema_wal_version),
+        cmocka_unit_test(test_null_times),    cmocka_unit_test(test_overlay_while_locked),
+        cmocka_unit_test(test_close_flushes), cmocka_unit_test(test_concurrent_reads),
     };
     int rc = cmocka_run_group_tests_name("store_sqlite", tests, NULL, NULL);
     store_test_cleanup();

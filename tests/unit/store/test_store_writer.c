@@ -21,9 +21,9 @@
 struct store_backend {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool gate_closed;  /* apply_batch waits while true */
-    bool in_apply;     /* apply_batch entered and waiting at the gate */
-    int fail_next;     /* apply_batch fails this many more times */
+    bool gate_closed; /* apply_batch waits while true */
+    bool in_apply;    /* apply_batch entered and waiting at the gate */
+    int fail_next;    /* apply_batch fails this many more times */
     bool fail_always;
     int calls;
     size_t nbatches;
