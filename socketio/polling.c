@@ -292,7 +292,8 @@ static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
         sio__mpsc_push(&p->loop->q, m);
         return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
     }
-    if (p->out_len > 0 || p->upgrading) {
+    /* Mid-POST (batch) the answer is not complete yet: wait, the batch's end wakes us. */
+    if ((p->out_len > 0 && !p->batch) || p->upgrading) {
         enum MHD_Result r = reply_payload(conn, p, &done);
         pthread_mutex_unlock(&p->mu);
         return r;
@@ -559,7 +560,9 @@ void sio__poll_batch(struct sio_poll *p, bool begin)
 {
     pthread_mutex_lock(&p->mu);
     p->batch = begin;
-    if (!begin)
+    /* Only with something to say: a POST whose packets went elsewhere (a CONNECT handed to
+     * an auth worker) must not release the waiting GET with a bare noop. */
+    if (!begin && (p->out_len > 0 || p->closed))
         wake(p);
     pthread_mutex_unlock(&p->mu);
 }
