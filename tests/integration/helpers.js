@@ -160,7 +160,37 @@ async function createAnonymous(gw, conversationId, username) {
   return r.body;
 }
 
+// Reads one unlabelled sample of a Prometheus metric from /metrics (NaN when absent).
+async function metric(gw, name) {
+  const text = await (await fetch(`${gw.url}/metrics`)).text();
+  const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm'));
+  return m ? Number(m[1]) : NaN;
+}
+
+// Resolves with the socket once a socket.io-client socket is connected (rejects on connect_error).
+function connected(s, ms = 5000) {
+  return withTimeout(new Promise((resolve, reject) => {
+    if (s.connected) { resolve(s); return; }
+    s.once('connect', () => resolve(s));
+    s.once('connect_error', (err) => reject(err));
+  }), ms, 'socket.io connect');
+}
+
+// For sockets that record their user:status events in s.statuses and keep s.waiters (the
+// tests' client()): resolves with the first event matching pred, at most ms.
+function waitStatus(s, pred, what, ms = 5000) {
+  return withTimeout(new Promise((resolve) => {
+    const check = () => {
+      const ev = s.statuses.find(pred);
+      if (ev) { s.waiters = s.waiters.filter((w) => w !== check); resolve(ev); return true; }
+      return false;
+    };
+    if (!check()) s.waiters.push(check);
+  }), ms, what);
+}
+
 module.exports = {
   BIN, ROOT, SECRET, mintToken, userToken, adminToken, startGateway, api, createUser,
-  createConversation, createAnonymous, waitUntil, withTimeout, assertNoSanitizerReport,
+  createConversation, createAnonymous, waitUntil, withTimeout, assertNoSanitizerReport, metric,
+  connected, waitStatus,
 };

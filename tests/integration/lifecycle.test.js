@@ -12,7 +12,7 @@ const fs = require('node:fs');
 const { execFileSync, spawn } = require('node:child_process');
 const { io } = require('socket.io-client');
 const {
-  startGateway, userToken, adminToken, createUser, createConversation, createAnonymous, withTimeout, waitUntil,
+  startGateway, userToken, adminToken, createUser, createConversation, createAnonymous, withTimeout, waitUntil, metric,
 } = require('./helpers');
 
 const MONGO = Boolean(process.env.PG_TEST_MONGO_URI);
@@ -45,12 +45,6 @@ function connect(gw, u) {
     s.once('connect', () => resolve(s));
     s.once('connect_error', (err) => reject(err));
   }), 5000, 'socket.io connect');
-}
-
-async function metric(gw, name) {
-  const text = await (await fetch(`${gw.url}/metrics`)).text();
-  const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm'));
-  return m ? Number(m[1]) : NaN;
 }
 
 // /api/users/status is for persons in the store (a service admin token is not one): the

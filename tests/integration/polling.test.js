@@ -12,7 +12,7 @@ const assert = require('node:assert/strict');
 const net = require('node:net');
 const { io } = require('socket.io-client');
 const {
-  startGateway, userToken, createUser, createConversation, withTimeout, waitUntil,
+  startGateway, userToken, createUser, createConversation, withTimeout, waitUntil, connected, waitStatus,
 } = require('./helpers');
 
 const T = { timeout: 20000 };
@@ -36,25 +36,6 @@ function client(gw, token, opts = {}) {
     for (const w of s.waiters.slice()) w();
   });
   return s;
-}
-
-function connected(s, ms = 5000) {
-  return withTimeout(new Promise((resolve, reject) => {
-    if (s.connected) { resolve(s); return; }
-    s.once('connect', () => resolve(s));
-    s.once('connect_error', (err) => reject(err));
-  }), ms, 'socket.io connect');
-}
-
-function waitStatus(s, pred, what, ms = 5000) {
-  return withTimeout(new Promise((resolve) => {
-    const check = () => {
-      const ev = s.statuses.find(pred);
-      if (ev) { s.waiters = s.waiters.filter((w) => w !== check); resolve(ev); return true; }
-      return false;
-    };
-    if (!check()) s.waiters.push(check);
-  }), ms, what);
 }
 
 function emitAck(s, ...args) {

@@ -12,7 +12,7 @@ const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const WebSocket = require('ws');
-const { startGateway, userToken, adminToken, waitUntil, withTimeout } = require('./helpers');
+const { startGateway, userToken, adminToken, waitUntil, withTimeout, metric } = require('./helpers');
 
 const N = Number(process.env.SIO_CAPACITY_N || 300);
 const MAX_RSS = Number(process.env.SIO_CAPACITY_MAX_RSS_PER_CONN || 0);
@@ -21,12 +21,6 @@ const ROOM = 10;
 function rssBytes(pid) {
   const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+) kB/m);
   return Number(m[1]) * 1024;
-}
-
-async function metric(gw, name) {
-  const text = await (await fetch(`${gw.url}/metrics`)).text();
-  const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm'));
-  return m ? Number(m[1]) : NaN;
 }
 
 // Runs fn over items with at most `width` in flight.

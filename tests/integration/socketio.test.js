@@ -16,7 +16,7 @@ const crypto = require('node:crypto');
 const { io } = require('socket.io-client');
 const {
   startGateway, userToken, mintToken, createUser, createConversation, createAnonymous,
-  adminToken, withTimeout, waitUntil,
+  adminToken, withTimeout, waitUntil, metric, connected, waitStatus,
 } = require('./helpers');
 
 const T = { timeout: 20000 };
@@ -45,14 +45,6 @@ function client(gw, auth, opts = {}) {
   return s;
 }
 
-function connected(s, ms = 5000) {
-  return withTimeout(new Promise((resolve, reject) => {
-    if (s.connected) { resolve(s); return; }
-    s.once('connect', () => resolve(s));
-    s.once('connect_error', (err) => reject(err));
-  }), ms, 'socket.io connect');
-}
-
 async function connect(gw, auth, opts) {
   return connected(client(gw, auth, opts));
 }
@@ -66,17 +58,6 @@ function connectError(gw, auth, opts) {
 }
 
 // Waits until s received a user:status matching pred; returns it.
-function waitStatus(s, pred, what, ms = 5000) {
-  return withTimeout(new Promise((resolve) => {
-    const check = () => {
-      const ev = s.statuses.find(pred);
-      if (ev) { s.waiters = s.waiters.filter((w) => w !== check); resolve(ev); return true; }
-      return false;
-    };
-    if (!check()) s.waiters.push(check);
-  }), ms, what);
-}
-
 function disconnected(s, ms = 5000) {
   return withTimeout(new Promise((resolve) => {
     if (!s.connected) { resolve('already'); return; }
@@ -85,13 +66,6 @@ function disconnected(s, ms = 5000) {
 }
 
 const statusesOf = (s, userId) => s.statuses.filter((e) => e.userId === userId);
-
-async function metric(gw, name) {
-  const r = await fetch(`${gw.url}/metrics`);
-  const text = await r.text();
-  const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm'));
-  return m ? Number(m[1]) : NaN;
-}
 
 // Publishes a later broadcast to every watcher and waits until each has it (see the top).
 async function barrier(gw, watchers) {
