@@ -121,6 +121,27 @@ bool util_oid_valid(const char *s)
     return s[OID_HEX_LEN] == '\0';
 }
 
+bool util_header_has_token(const char *value, const char *token)
+{
+    if (value == NULL)
+        return false;
+    size_t tl = strlen(token);
+    const char *p = value;
+    while (*p != '\0') {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p != '\0' && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if ((size_t)(end - start) == tl && strncasecmp(start, token, tl) == 0)
+            return true;
+    }
+    return false;
+}
+
 int util_random_bytes(void *buf, size_t n)
 {
     return RAND_bytes(buf, (int)n) == 1 ? 0 : -1;

@@ -34,6 +34,10 @@ void util_oid_new(char out[OID_HEX_LEN + 1]);
 /* True when s is exactly 24 hex characters (either case). */
 bool util_oid_valid(const char *s);
 
+/* True when the comma-separated HTTP header value (e.g. "Connection: keep-alive, Upgrade")
+ * holds token, compared case-insensitively; false for a NULL value. */
+bool util_header_has_token(const char *value, const char *token);
+
 /* Fills buf with n cryptographically random bytes (OpenSSL RAND_bytes). Returns 0 or -1. */
 int util_random_bytes(void *buf, size_t n);
 /* Writes n random bytes as 2n lowercase hex characters plus NUL. Returns 0 or -1. */

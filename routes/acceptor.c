@@ -109,27 +109,6 @@ static bool is_tchar(unsigned char ch)
     return ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
 }
 
-/* True when the comma-separated value holds token (case-insensitive). */
-static bool has_token(const char *value, const char *token)
-{
-    size_t tl = strlen(token);
-    const char *p = value;
-
-    while (*p != '\0') {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *start = p;
-        while (*p != '\0' && *p != ',')
-            p++;
-        const char *end = p;
-        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-            end--;
-        if ((size_t)(end - start) == tl && strncasecmp(start, token, tl) == 0)
-            return true;
-    }
-    return false;
-}
-
 static bool is_ws_key(const char *k)
 {
     /* base64 of 16 bytes: 22 characters of the alphabet, then "==" */
@@ -242,8 +221,9 @@ bool route__ws_head_parse(char *buf, size_t len, struct http_ws_head *out)
         }
     }
 
-    if (host == NULL || *host == '\0' || upgrade == NULL || !has_token(upgrade, "websocket") ||
-        connection == NULL || !has_token(connection, "upgrade") || wsver == NULL ||
+    if (host == NULL || *host == '\0' || upgrade == NULL ||
+        !util_header_has_token(upgrade, "websocket") || connection == NULL ||
+        !util_header_has_token(connection, "upgrade") || wsver == NULL ||
         strcmp(wsver, "13") != 0 || key == NULL || !is_ws_key(key))
         return false;
     out->path = target;

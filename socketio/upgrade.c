@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "common/xmalloc.h"
 #include "socketio/sio_internal.h"
 
@@ -59,28 +60,6 @@ static enum MHD_Result reply_error(struct MHD_Connection *conn, int code, const 
     char body[128];
     snprintf(body, sizeof(body), "{\"code\":%d,\"message\":\"%s\"}", code, message);
     return reply_json(conn, MHD_HTTP_BAD_REQUEST, body);
-}
-
-/* True when the comma-separated header value holds token (case-insensitive). */
-static bool header_has_token(const char *value, const char *token)
-{
-    if (value == NULL)
-        return false;
-    size_t tl = strlen(token);
-    const char *p = value;
-    while (*p != '\0') {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *start = p;
-        while (*p != '\0' && *p != ',')
-            p++;
-        const char *end = p;
-        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-            end--;
-        if ((size_t)(end - start) == tl && strncasecmp(start, token, tl) == 0)
-            return true;
-    }
-    return false;
 }
 
 static void upgrade_cb(void *cls, struct MHD_Connection *connection, void *con_cls,
@@ -177,8 +156,9 @@ enum MHD_Result sio_engine_http_request(void *cls, struct MHD_Connection *conn, 
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Version");
     const char *key = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Sec-WebSocket-Key");
     char accept[29];
-    if (!header_has_token(upgrade, "websocket") || !header_has_token(connection, "upgrade") ||
-        version == NULL || strcmp(version, "13") != 0 || key == NULL || strlen(key) != 24 ||
+    if (!util_header_has_token(upgrade, "websocket") ||
+        !util_header_has_token(connection, "upgrade") || version == NULL ||
+        strcmp(version, "13") != 0 || key == NULL || strlen(key) != 24 ||
         sio__ws_accept(key, accept) != 0)
         return reply_error(conn, 3, "Bad request");
     if (!atomic_load(&e->running))

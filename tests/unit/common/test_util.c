@@ -61,12 +61,25 @@ static void test_status_thresholds(void **state)
     assert_string_equal(presence_status_color(PRESENCE_OFFLINE), "#6b7280");
 }
 
+static void test_header_has_token(void **state)
+{
+    assert_true(util_header_has_token("Upgrade", "upgrade"));
+    assert_true(util_header_has_token("keep-alive, Upgrade", "upgrade"));
+    assert_true(util_header_has_token(" keep-alive ,\tUPGRADE\t", "upgrade"));
+    assert_false(util_header_has_token("keep-alive", "upgrade"));
+    assert_false(util_header_has_token("upgraded, x-upgrade", "upgrade"));
+    assert_false(util_header_has_token("", "upgrade"));
+    assert_false(util_header_has_token(",,", "upgrade"));
+    assert_false(util_header_has_token(NULL, "upgrade"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_iso_roundtrip),
         cmocka_unit_test(test_oid),
         cmocka_unit_test(test_status_thresholds),
+        cmocka_unit_test(test_header_has_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
