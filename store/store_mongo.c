@@ -817,6 +817,19 @@ static int members_find(struct store_backend *b, struct mcall *c, const bson_oid
     return rc;
 }
 
+/* Moves every person of src to the end of dst; src is left empty (its array freed). */
+static void list_concat(struct store_person_list *dst, struct store_person_list *src)
+{
+    if (src->count > 0) {
+        dst->items = xrealloc(dst->items, (dst->count + src->count) * sizeof dst->items[0]);
+        memcpy(dst->items + dst->count, src->items, src->count * sizeof src->items[0]);
+        dst->count += src->count;
+    }
+    free(src->items);
+    src->items = NULL;
+    src->count = 0;
+}
+
 static int mongo_conversation_participants(struct store_backend *b, const char *cid,
                                            struct store_person_list *out)
 {
@@ -835,15 +848,7 @@ static int mongo_conversation_participants(struct store_backend *b, const char *
         store_person_list_free(&anons.list);
         return rc;
     }
-    /* One list: the users, then the anonymous participants. */
-    if (anons.list.count > 0) {
-        users.list.items = xrealloc(users.list.items, (users.list.count + anons.list.count) *
-                                                          sizeof users.list.items[0]);
-        memcpy(users.list.items + users.list.count, anons.list.items,
-               anons.list.count * sizeof anons.list.items[0]);
-        users.list.count += anons.list.count;
-        free(anons.list.items);
-    }
+    list_concat(&users.list, &anons.list); /* the users, then the anonymous participants */
     *out = users.list;
     return 0;
 }
@@ -1199,14 +1204,7 @@ static int mongo_zombies_find(struct store_backend *b, int64_t cutoff_ms,
         store_person_list_free(&anons.list);
         return rc;
     }
-    if (anons.list.count > 0) {
-        users.list.items = xrealloc(users.list.items, (users.list.count + anons.list.count) *
-                                                          sizeof users.list.items[0]);
-        memcpy(users.list.items + users.list.count, anons.list.items,
-               anons.list.count * sizeof anons.list.items[0]);
-        users.list.count += anons.list.count;
-        free(anons.list.items);
-    }
+    list_concat(&users.list, &anons.list); /* the users, then the anonymous participants */
     *out = users.list;
     return 0;
 }
