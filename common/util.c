@@ -4,6 +4,7 @@
 #include "common/util.h"
 
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -221,4 +222,11 @@ bool util_cors_origin_allowed(const char *allowlist, const char *origin)
         p = *e == ',' ? e + 1 : e;
     }
     return false;
+}
+
+void util_thread_name(const char *name)
+{
+    char buf[16];
+    snprintf(buf, sizeof(buf), "pg-%s", name);
+    pthread_setname_np(pthread_self(), buf);
 }

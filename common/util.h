@@ -43,6 +43,10 @@ int util_random_bytes(void *buf, size_t n);
 /* Writes n random bytes as 2n lowercase hex characters plus NUL. Returns 0 or -1. */
 int util_random_hex(char *out, size_t n);
 
+/* Names the calling thread "pg-<name>" (at most 15 characters shown by top -H, perf and
+ * /proc/<pid>/task/<tid>/comm). */
+void util_thread_name(const char *name);
+
 /* The computed status of SPEC §1. */
 enum presence_status { PRESENCE_ONLINE = 0, PRESENCE_AWAY, PRESENCE_OFFLINE };
 

@@ -206,6 +206,7 @@ static int run_once(struct maint *m, json_t *cleaned)
 static void *maint_thread(void *arg)
 {
     struct maint *m = arg;
+    util_thread_name("maint");
     /* Wake-ups on time: the default 50 us slack is noise here, but costs nothing to drop. */
     prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 

@@ -7,7 +7,8 @@
  * BIGBOSS grants admin. Anonymous participants present their session token instead.
  *
  * Threads: every function may be called from any thread; the context is immutable after
- * auth_new(). auth_authenticate_* read the store and so block on it: not on a loop thread.
+ * auth_new(). auth_authenticate reads the store and so blocks on it: not on a loop thread
+ * (auth_authenticate_cached never blocks).
  */
 #ifndef GW_AUTH_H
 #define GW_AUTH_H
@@ -25,6 +26,7 @@
 #define AUTH_ERR_FORBIDDEN (-3)      /* admin required and not granted */
 #define AUTH_ERR_STORE (-4)          /* the store failed: 503 */
 #define AUTH_ERR_MISSING (-5)        /* no credentials at all */
+#define AUTH_ERR_WOULD_BLOCK (-6)    /* auth_authenticate_cached: needs a worker */
 
 /* The claims of a verified JWT. */
 struct auth_claims {
@@ -68,6 +70,14 @@ void auth_result_clear(struct auth_result *r);
  * Returns 0 and fills *out, or an AUTH_ERR_* code. */
 int auth_authenticate(const struct auth_ctx *a, const char *bearer_jwt, const char *session_token,
                       bool require_admin, int64_t now_s, struct auth_result *out);
+
+/* auth_authenticate for a thread that must not block (a Socket.IO loop): the same answer,
+ * from the verified-token cache and the store's cache only, or AUTH_ERR_WOULD_BLOCK when it
+ * needs a full JWT verification or a store read (then call auth_authenticate on a worker,
+ * which fills both caches). */
+int auth_authenticate_cached(const struct auth_ctx *a, const char *bearer_jwt,
+                             const char *session_token, bool require_admin, int64_t now_s,
+                             struct auth_result *out);
 
 /* Extracts the token from an "Authorization" header value ("Bearer xxx", scheme
  * case-insensitive). Returns a pointer into value, or NULL. */

@@ -45,11 +45,15 @@ static bool session_token_ok(const char *t)
     return true;
 }
 
-static int by_session(struct store *s, const char *token, bool require_admin, struct auth_result *r)
+static int by_session(struct store *s, const char *token, bool require_admin, bool cached,
+                      struct auth_result *r)
 {
     if (!session_token_ok(token))
         return AUTH_ERR_UNKNOWN_PERSON;
-    int rc = store_person_by_session_token(s, token, &r->person);
+    int rc = cached ? store_person_by_session_token_cached(s, token, &r->person)
+                    : store_person_by_session_token(s, token, &r->person);
+    if (rc == STORE_ERR_WOULD_BLOCK)
+        return AUTH_ERR_WOULD_BLOCK;
     if (rc != 0)
         return map_store_err(rc);
     r->has_person = true;
@@ -61,15 +65,22 @@ static int by_session(struct store *s, const char *token, bool require_admin, st
 }
 
 static int by_jwt(const struct auth_ctx *a, struct store *s, const char *jwt, bool require_admin,
-                  int64_t now_s, struct auth_result *r)
+                  bool cached, int64_t now_s, struct auth_result *r)
 {
-    int rc = auth_verify_jwt(a, jwt, now_s, &r->claims);
+    int rc = cached ? auth__verify_jwt_cached(a, jwt, now_s, &r->claims)
+                    : auth_verify_jwt(a, jwt, now_s, &r->claims);
     if (rc != 0)
         return rc;
 
     /* Ids are ObjectIds in both backends: anything else cannot be stored, skip the lookup. */
-    rc = util_oid_valid(r->claims.person_id) ? store_person_get(s, r->claims.person_id, &r->person)
-                                             : STORE_ERR_NOT_FOUND;
+    if (!util_oid_valid(r->claims.person_id))
+        rc = STORE_ERR_NOT_FOUND;
+    else if (cached)
+        rc = store_person_get_cached(s, r->claims.person_id, &r->person);
+    else
+        rc = store_person_get(s, r->claims.person_id, &r->person);
+    if (rc == STORE_ERR_WOULD_BLOCK)
+        return AUTH_ERR_WOULD_BLOCK;
     if (rc == STORE_ERR_NOT_FOUND || rc == STORE_ERR_INVALID) {
         if (require_admin && r->claims.is_admin) {
             r->is_admin = true; /* a service token of an operator */
@@ -88,8 +99,8 @@ static int by_jwt(const struct auth_ctx *a, struct store *s, const char *jwt, bo
     return 0;
 }
 
-int auth_authenticate(const struct auth_ctx *a, const char *bearer_jwt, const char *session_token,
-                      bool require_admin, int64_t now_s, struct auth_result *out)
+static int authenticate(const struct auth_ctx *a, const char *bearer_jwt, const char *session_token,
+                        bool require_admin, bool cached, int64_t now_s, struct auth_result *out)
 {
     if (a == NULL || (bearer_jwt == NULL) == (session_token == NULL))
         return AUTH_ERR_MISSING;
@@ -99,14 +110,27 @@ int auth_authenticate(const struct auth_ctx *a, const char *bearer_jwt, const ch
 
     struct auth_result r;
     memset(&r, 0, sizeof(r));
-    int rc = bearer_jwt != NULL ? by_jwt(a, s, bearer_jwt, require_admin, now_s, &r)
-                                : by_session(s, session_token, require_admin, &r);
+    int rc = bearer_jwt != NULL ? by_jwt(a, s, bearer_jwt, require_admin, cached, now_s, &r)
+                                : by_session(s, session_token, require_admin, cached, &r);
     if (rc != 0) {
         auth_result_clear(&r);
         return rc;
     }
     *out = r;
     return 0;
+}
+
+int auth_authenticate(const struct auth_ctx *a, const char *bearer_jwt, const char *session_token,
+                      bool require_admin, int64_t now_s, struct auth_result *out)
+{
+    return authenticate(a, bearer_jwt, session_token, require_admin, false, now_s, out);
+}
+
+int auth_authenticate_cached(const struct auth_ctx *a, const char *bearer_jwt,
+                             const char *session_token, bool require_admin, int64_t now_s,
+                             struct auth_result *out)
+{
+    return authenticate(a, bearer_jwt, session_token, require_admin, true, now_s, out);
 }
 
 void auth_result_clear(struct auth_result *r)

@@ -419,6 +419,7 @@ static int64_t expire(struct acc_worker *a, int64_t now)
 static void *acceptor_main(void *arg)
 {
     struct acc_worker *a = arg;
+    util_thread_name("accept");
     struct epoll_event evs[ROUTE_ACCEPT_EVENTS];
 
     while (!atomic_load(&a->g->stop)) {

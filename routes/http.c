@@ -248,6 +248,7 @@ static void *watchdog_main(void *arg)
     static const char body[] =
         "{\"error\":\"request_timeout\",\"message\":\"the request was not complete in time\"}";
     struct http_server *s = arg;
+    util_thread_name("watchdog");
     int64_t period_ms = s->timeout_ms / 5;
     char head[256];
     int head_len;

@@ -20,6 +20,8 @@
  */
 #include "socketio/codec.h"
 
+#include <ctype.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,21 +219,20 @@ void eio_payload_append(char **buf, size_t *len, size_t *cap, enum eio_type type
 char *eio_encode_open(const char *sid, bool offer_websocket_upgrade, int64_t ping_interval_ms,
                       int64_t ping_timeout_ms, int64_t max_payload, size_t *len)
 {
-    json_t *up = json_array();
-    if (offer_websocket_upgrade)
-        json_array_append_new(up, json_string("websocket"));
-    json_t *o = json_pack("{s:s, s:o, s:I, s:I, s:I}", "sid", sid, "upgrades", up, "pingInterval",
-                          (json_int_t)ping_interval_ms, "pingTimeout", (json_int_t)ping_timeout_ms,
-                          "maxPayload", (json_int_t)max_payload);
-    if (o == NULL)
-        abort(); /* only on OOM or a sid that is not UTF-8, both programming errors */
-    size_t jlen = json_dumpb(o, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    char *s = xmalloc(jlen + 2);
-    s[0] = '0';
-    json_dumpb(o, s + 1, jlen, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    s[jlen + 1] = '\0';
-    json_decref(o);
-    *len = jlen + 1;
+    /* Written by hand: it is on every connect, and its one string is a session id, which is
+     * [0-9A-Za-z_-] (anything needing an escape is a programming error). */
+    for (const char *p = sid; *p != '\0'; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+            abort();
+    static const char fmt[] = "0{\"sid\":\"%s\",\"upgrades\":[%s],\"pingInterval\":%" PRId64
+                              ",\"pingTimeout\":%" PRId64 ",\"maxPayload\":%" PRId64 "}";
+    const char *up = offer_websocket_upgrade ? "\"websocket\"" : "";
+    int n = snprintf(NULL, 0, fmt, sid, up, ping_interval_ms, ping_timeout_ms, max_payload);
+    if (n < 0)
+        abort();
+    char *s = xmalloc((size_t)n + 1);
+    snprintf(s, (size_t)n + 1, fmt, sid, up, ping_interval_ms, ping_timeout_ms, max_payload);
+    *len = (size_t)n;
     return s;
 }
 

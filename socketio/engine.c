@@ -44,29 +44,46 @@ void sio__worker_push(struct sio_engine *e, struct sio_msg *m)
     pthread_mutex_unlock(&e->wmu);
 }
 
-static void job_auth(struct sio_engine *e, struct sio_msg *m)
+bool sio__auth_run(struct sio_engine *e, struct sio_msg *m, bool cached)
 {
     struct auth_result res;
     memset(&res, 0, sizeof(res));
-    int rc = auth_authenticate(e->auth, m->jwt, m->session, false, util_now_ms() / 1000, &res);
+    int64_t now_s = util_now_ms() / 1000;
+    int rc = cached ? auth_authenticate_cached(e->auth, m->jwt, m->session, false, now_s, &res)
+                    : auth_authenticate(e->auth, m->jwt, m->session, false, now_s, &res);
+    if (rc == AUTH_ERR_WOULD_BLOCK)
+        return false;
     if (rc == 0 && !res.has_person)
         rc = AUTH_ERR_UNKNOWN_PERSON;
     if (rc == 0) {
         struct store_id_list convs = {0};
-        int src = store_person_conversations(e->store, &res.person, &convs);
+        int src = cached ? store_person_conversations_cached(e->store, &res.person, &convs)
+                         : store_person_conversations(e->store, &res.person, &convs);
+        if (src == STORE_ERR_WOULD_BLOCK) {
+            auth_result_clear(&res);
+            return false;
+        }
         if (src != 0) {
             rc = AUTH_ERR_STORE;
         } else {
-            store_person_copy(&m->person, &res.person);
+            /* the person moves into m: no copy of its strings */
+            m->person = res.person;
+            memset(&res.person, 0, sizeof(res.person));
             m->convs = convs;
         }
     }
     auth_result_clear(&res);
+    m->rc = rc;
+    m->type = SIO_MSG_AUTH_RESULT;
+    return true;
+}
+
+static void job_auth(struct sio_engine *e, struct sio_msg *m)
+{
+    sio__auth_run(e, m, false);
     sio__free_secret(m->jwt);
     sio__free_secret(m->session);
     m->jwt = m->session = NULL;
-    m->rc = rc;
-    m->type = SIO_MSG_AUTH_RESULT;
 }
 
 static void job_join(struct sio_engine *e, struct sio_msg *m)
@@ -90,6 +107,7 @@ static void job_join(struct sio_engine *e, struct sio_msg *m)
 static void *worker_main(void *arg)
 {
     struct sio_engine *e = arg;
+    util_thread_name("auth");
     for (;;) {
         pthread_mutex_lock(&e->wmu);
         while (e->whead == NULL && !e->wstop)

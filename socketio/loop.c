@@ -1457,6 +1457,9 @@ void *sio__loop_main(void *arg)
 {
     struct sio_loop *l = arg;
     prctl(PR_SET_TIMERSLACK, 1UL);
+    char tname[16];
+    snprintf(tname, sizeof(tname), "loop%d", l->idx);
+    util_thread_name(tname);
     struct epoll_event evs[256];
     for (;;) {
         timer_arm(l);

@@ -222,22 +222,40 @@ static void on_connect(struct sio_conn *c, struct sio_packet *p)
         send_connect_error(c, "/", "Authentication required");
         return;
     }
-    struct sio_msg *m = xcalloc(1, sizeof(*m));
-    m->type = SIO_JOB_AUTH;
-    m->loop = c->loop;
-    m->cfd = c->fd;
-    m->fd = -1;
-    m->serial = c->serial;
-    m->jwt = xstrdup(jwt);
-    m->session = xstrdup(session);
     c->state = SIO_ST_AUTHING;
-    /* The credentials of the upgrade request are not needed any more. */
+    /* A person seen in the last seconds (token verified, row and conversations cached) is
+     * answered here, with no trip to a worker and back. */
+    struct sio_msg im;
+    memset(&im, 0, sizeof(im));
+    im.fd = -1;
+    im.jwt = (char *)jwt;
+    im.session = (char *)session;
+    bool done = sio__auth_run(c->loop->e, &im, true);
+    struct sio_msg *m = NULL;
+    if (!done) {
+        m = xcalloc(1, sizeof(*m));
+        m->type = SIO_JOB_AUTH;
+        m->loop = c->loop;
+        m->cfd = c->fd;
+        m->fd = -1;
+        m->serial = c->serial;
+        m->jwt = xstrdup(jwt);
+        m->session = xstrdup(session);
+    }
+    /* The credentials of the upgrade request are not needed any more (jwt and session may
+     * point into them: not used below). */
     if (a != NULL) {
         sio__free_secret(a->jwt);
         sio__free_secret(a->qtoken);
         sio__free_secret(a->session);
         a->jwt = a->qtoken = a->session = NULL;
         sio__aux_maybe_free(c);
+    }
+    if (done) {
+        sio__session_auth_result(c, &im);
+        store_person_clear(&im.person);
+        store_id_list_free(&im.convs);
+        return;
     }
     sio__worker_push(c->loop->e, m);
 }
@@ -277,9 +295,10 @@ void sio__session_auth_result(struct sio_conn *c, struct sio_msg *m)
     METRIC_INC(connects_total);
     char sid[21];
     sio_sid_string(c->sid, sid);
-    json_t *o = json_pack("{s:s}", "sid", sid);
-    send_packet(c, SIO_CONNECT, -1, o);
-    json_decref(o);
+    /* 40{"sid":"..."}: by hand, the sid is hexadecimal */
+    char msg[40];
+    int n = snprintf(msg, sizeof(msg), "40{\"sid\":\"%s\"}", sid);
+    sio_conn_send_message(c, false, msg, (size_t)n);
     log_info("[CONNECT] user=%s%s sid=%s conns=%d rooms=%zu", c->person->id,
              c->person->is_anonymous ? " anonymous" : "", sid, conns, m->convs.count);
     rearm(c);

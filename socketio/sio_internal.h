@@ -130,6 +130,11 @@ struct sio_mpsc {
 };
 
 void sio_msg_free(struct sio_msg *m);
+/* Authenticates the credentials of a CONNECT (m->jwt or m->session) into m: rc, and on success
+ * the person and its conversations; m becomes an SIO_MSG_AUTH_RESULT. The credentials stay.
+ * cached: from the caches only, for a loop thread; returns false (m untouched) when the answer
+ * needs a worker. Always true otherwise. */
+bool sio__auth_run(struct sio_engine *e, struct sio_msg *m, bool cached);
 /* Wipes and frees a credential string (NULL allowed). */
 void sio__free_secret(char *s);
 

@@ -59,6 +59,12 @@
  *     bumped the generation before the check (no fill: the row may predate it; the read is
  *     retried, as the read of an uncached row always was) or will find the filled row and
  *     update it. Provisioning bumps the generation and drops the person's row after its write.
+ * - Conversations cache: in the same shards, person id -> the ids of its conversations, filled
+ *   by store_person_conversations and trusted as long as a row. Presence batches do not touch
+ *   memberships, so it has its own generation, _conv_gen, bumped (and the person's entry
+ *   dropped) after a membership write through this store: a fill whose backend read started
+ *   before that write does not land. A membership added by another writer of a shared
+ *   database is seen within the TTL, as a changed row is.
  */
 #include "store/store.h"
 
@@ -137,11 +143,23 @@ struct tcache_entry {
     char token[];
 };
 
+/* A cached list of a person's conversation ids. */
+struct ccache_entry {
+    UT_hash_handle hh; /* key: id */
+    struct ccache_entry *prev, *next;
+    int64_t filled_ms;
+    char id[OID_HEX_LEN + 1];
+    bool is_anonymous;
+    size_t count;
+    char ids[][OID_HEX_LEN + 1];
+};
+
 struct cache_shard {
     pthread_mutex_t lock;
     struct pcache_entry *persons, *persons_fifo;
     struct tcache_entry *tokens, *tokens_fifo;
-    size_t npersons, ntokens;
+    struct ccache_entry *convs, *convs_fifo;
+    size_t npersons, ntokens, nconvs;
     uint64_t hits, misses, evictions;
 };
 
@@ -171,7 +189,8 @@ struct store {
     struct cache_shard *_cache;
     _Atomic int64_t _cache_ttl_ms;
     _Atomic uint64_t _cache_gen;  /* bumped before cached rows change under a reader */
-    _Atomic uint64_t _cache_size; /* rows + tokens cached */
+    _Atomic uint64_t _cache_size; /* rows + tokens + conversation lists cached */
+    _Atomic uint64_t _conv_gen;   /* bumped after a membership write (conversations cache) */
     int64_t _swept_ms;            /* writer only */
 };
 
@@ -356,6 +375,15 @@ static void tentry_del_locked(struct store *s, struct cache_shard *sh, struct tc
     free(e);
 }
 
+static void centry_del_locked(struct store *s, struct cache_shard *sh, struct ccache_entry *e)
+{
+    HASH_DEL(sh->convs, e);
+    DL_DELETE(sh->convs_fifo, e);
+    sh->nconvs--;
+    atomic_fetch_sub_explicit(&s->_cache_size, 1, memory_order_relaxed);
+    free(e);
+}
+
 /* The writer sleeps without a timeout while the cache is empty: wake it for the sweeps when
  * the first entry appears. Called with no lock held. */
 static void cache_wake_sweeper(struct store *s)
@@ -458,11 +486,14 @@ static void pcache_forget(struct store *s, const char *nid)
 static void cache_clear(struct store *s, bool tokens)
 {
     atomic_fetch_add(&s->_cache_gen, 1);
+    atomic_fetch_add(&s->_conv_gen, 1);
     for (int i = 0; i < STORE_CACHE_SHARDS; i++) {
         struct cache_shard *sh = &s->_cache[i];
         pthread_mutex_lock(&sh->lock);
         while (sh->persons_fifo != NULL)
             pentry_del_locked(s, sh, sh->persons_fifo);
+        while (sh->convs_fifo != NULL)
+            centry_del_locked(s, sh, sh->convs_fifo);
         while (tokens && sh->tokens_fifo != NULL)
             tentry_del_locked(s, sh, sh->tokens_fifo);
         pthread_mutex_unlock(&sh->lock);
@@ -530,6 +561,82 @@ static void tcache_forget(struct store *s, const char *token)
     pthread_mutex_unlock(&sh->lock);
 }
 
+/* The fresh cached conversations of person nid into *out: true on a hit. */
+static bool ccache_get(struct store *s, const char *nid, bool is_anonymous,
+                       struct store_id_list *out)
+{
+    int64_t ttl = cache_ttl(s);
+    if (ttl <= 0)
+        return false;
+    struct cache_shard *sh = cache_shard_of(s, nid);
+    int64_t now = util_mono_ms();
+    struct ccache_entry *e;
+    bool hit = false;
+    pthread_mutex_lock(&sh->lock);
+    HASH_FIND_STR(sh->convs, nid, e);
+    if (e != NULL && e->is_anonymous == is_anonymous && now - e->filled_ms < ttl) {
+        out->count = e->count;
+        out->ids = e->count > 0 ? xmalloc(e->count * sizeof(*out->ids)) : NULL;
+        if (e->count > 0)
+            memcpy(out->ids, e->ids, e->count * sizeof(*out->ids));
+        hit = true;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return hit;
+}
+
+/* Caches l as the conversations of nid when no membership write happened since gen0 (read
+ * before the backend read). */
+static void ccache_publish(struct store *s, const char *nid, bool is_anonymous,
+                           const struct store_id_list *l, uint64_t gen0)
+{
+    if (cache_ttl(s) <= 0)
+        return;
+    struct ccache_entry *e = xmalloc(sizeof(*e) + l->count * sizeof(e->ids[0]));
+    memset(e, 0, sizeof(*e));
+    e->filled_ms = util_mono_ms();
+    memcpy(e->id, nid, sizeof(e->id));
+    e->is_anonymous = is_anonymous;
+    e->count = l->count;
+    if (l->count > 0)
+        memcpy(e->ids, l->ids, l->count * sizeof(e->ids[0]));
+    struct cache_shard *sh = cache_shard_of(s, nid);
+    struct ccache_entry *old;
+    bool woke = false;
+    pthread_mutex_lock(&sh->lock);
+    if (atomic_load(&s->_conv_gen) == gen0) {
+        HASH_FIND_STR(sh->convs, nid, old);
+        if (old != NULL) {
+            centry_del_locked(s, sh, old);
+        } else if (sh->nconvs >= STORE_CACHE_PER_SHARD) {
+            centry_del_locked(s, sh, sh->convs_fifo);
+            sh->evictions++;
+        }
+        HASH_ADD_STR(sh->convs, id, e);
+        DL_APPEND(sh->convs_fifo, e);
+        sh->nconvs++;
+        woke = atomic_fetch_add_explicit(&s->_cache_size, 1, memory_order_relaxed) == 0;
+        e = NULL;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    free(e);
+    if (woke)
+        cache_wake_sweeper(s);
+}
+
+/* Drops the cached conversations of nid after a membership write to it. */
+static void ccache_forget(struct store *s, const char *nid)
+{
+    atomic_fetch_add(&s->_conv_gen, 1);
+    struct cache_shard *sh = cache_shard_of(s, nid);
+    struct ccache_entry *e;
+    pthread_mutex_lock(&sh->lock);
+    HASH_FIND_STR(sh->convs, nid, e);
+    if (e != NULL)
+        centry_del_locked(s, sh, e);
+    pthread_mutex_unlock(&sh->lock);
+}
+
 /* The writer, after a batch landed and before its overlay entries go: cached rows take the
  * presence the backend now holds. No lock held on entry. */
 static void cache_apply_batch(struct store *s, const struct store_write *w, size_t n)
@@ -567,6 +674,10 @@ static size_t cache_sweep(struct store *s, int64_t now_ms)
         }
         while (sh->tokens_fifo != NULL && now_ms - sh->tokens_fifo->filled_ms >= ttl) {
             tentry_del_locked(s, sh, sh->tokens_fifo);
+            freed++;
+        }
+        while (sh->convs_fifo != NULL && now_ms - sh->convs_fifo->filled_ms >= ttl) {
+            centry_del_locked(s, sh, sh->convs_fifo);
             freed++;
         }
         pthread_mutex_unlock(&sh->lock);
@@ -662,6 +773,7 @@ static void batch_done_locked(struct store *s, size_t n, const struct store_writ
 static void *writer_main(void *arg)
 {
     struct store *s = arg;
+    util_thread_name("writer");
     struct batch_item *items = xcalloc(STORE_BATCH_MAX, sizeof(*items));
     struct store_write *batch = xcalloc(STORE_BATCH_MAX, sizeof(*batch));
     int64_t backoff_ms = STORE_BACKOFF_MIN_MS;
@@ -1082,7 +1194,51 @@ int store_person_conversations(struct store *s, const struct store_person *p,
     char nid[OID_HEX_LEN + 1];
     if (p == NULL || !norm_id(p->id, nid))
         return STORE_ERR_INVALID;
-    return s->_ops->person_conversations(s->_b, p, out);
+    if (ccache_get(s, nid, p->is_anonymous, out))
+        return 0;
+    uint64_t gen0 = atomic_load(&s->_conv_gen);
+    int rc = s->_ops->person_conversations(s->_b, p, out);
+    if (rc == 0)
+        ccache_publish(s, nid, p->is_anonymous, out, gen0);
+    return rc;
+}
+
+/* --- cache-only reads (loop threads) -------------------------------------------------------- */
+
+int store_person_get_cached(struct store *s, const char *id, struct store_person *out)
+{
+    char nid[OID_HEX_LEN + 1];
+    if (!norm_id(id, nid))
+        return STORE_ERR_NOT_FOUND;
+    return pcache_get(s, nid, out) ? 0 : STORE_ERR_WOULD_BLOCK;
+}
+
+int store_person_by_session_token_cached(struct store *s, const char *token,
+                                         struct store_person *out)
+{
+    if (token == NULL || *token == '\0' || strlen(token) > STORE_TOKEN_MAX)
+        return STORE_ERR_NOT_FOUND;
+    char id[OID_HEX_LEN + 1];
+    if (!tcache_get(s, token, id))
+        return STORE_ERR_WOULD_BLOCK;
+    struct store_person p = {0};
+    if (!pcache_get(s, id, &p))
+        return STORE_ERR_WOULD_BLOCK;
+    if (!p.is_anonymous) {
+        store_person_clear(&p);
+        return STORE_ERR_WOULD_BLOCK; /* the blocking read decides */
+    }
+    *out = p;
+    return 0;
+}
+
+int store_person_conversations_cached(struct store *s, const struct store_person *p,
+                                      struct store_id_list *out)
+{
+    char nid[OID_HEX_LEN + 1];
+    if (p == NULL || !norm_id(p->id, nid))
+        return STORE_ERR_INVALID;
+    return ccache_get(s, nid, p->is_anonymous, out) ? 0 : STORE_ERR_WOULD_BLOCK;
 }
 
 int store_is_member(struct store *s, const char *conversation_id, const struct store_person *p,
@@ -1247,8 +1403,10 @@ int store_member_add(struct store *s, const char *conversation_id, const char *u
         return STORE_ERR_INVALID;
     int rc = s->_ops->member_add(s->_b, cid, uid, added);
     /* The row holds no membership today; dropping it keeps that true for any future field. */
-    if (rc == 0)
+    if (rc == 0) {
         pcache_forget(s, uid);
+        ccache_forget(s, uid);
+    }
     return rc;
 }
 
@@ -1275,6 +1433,7 @@ int store_anonymous_create(struct store *s, const char *conversation_id, const c
     int rc = s->_ops->anonymous_create(s->_b, cid, username, token, out);
     if (rc == 0) {
         pcache_forget(s, out->id);
+        ccache_forget(s, out->id);
         memcpy(token_out, token, sizeof(token));
     }
     explicit_bzero(token, sizeof(token));

@@ -38,6 +38,7 @@
 #define STORE_ERR_INVALID (-3)     /* argument refused (bad id, bad URL, missing field) */
 #define STORE_ERR_UNAVAILABLE (-4) /* backend down, slow or failing: answer 503 */
 #define STORE_ERR_INTERNAL (-5)    /* anything else (logged) */
+#define STORE_ERR_WOULD_BLOCK (-6) /* *_cached: the answer needs the backend */
 
 #define STORE_ROLE_LEN 16
 
@@ -140,6 +141,14 @@ int store_conversation_participants(struct store *s, const char *conversation_id
 /* The ids of every member of the conversation: its users and its anonymous participants. */
 int store_conversation_member_ids(struct store *s, const char *conversation_id,
                                   struct store_id_list *out);
+/* The same three reads answered from the cache only, for a loop thread that must not block:
+ * STORE_ERR_WOULD_BLOCK when the answer needs the backend (the blocking read then fills the
+ * cache). A hit is what the blocking read would have answered from the cache. */
+int store_person_get_cached(struct store *s, const char *id, struct store_person *out);
+int store_person_by_session_token_cached(struct store *s, const char *token,
+                                         struct store_person *out);
+int store_person_conversations_cached(struct store *s, const struct store_person *p,
+                                      struct store_id_list *out);
 /* Counts persons stored as online: users and anonymous separately. */
 int store_count_online(struct store *s, uint64_t *users, uint64_t *anonymous);
 
@@ -198,6 +207,7 @@ void store_get_stats(struct store *s, struct store_stats *out);
 
 /* store_person_get and store_person_by_session_token keep the rows they read from the backend
  * in a bounded cache (STORE_CACHE_MAX_ENTRIES persons and as many session tokens, sharded),
+ * store_person_conversations the conversation ids it read (as many lists),
  * so that a REST request or a handshake by a known person does not touch the database. The
  * writer updates the presence fields of a cached row when it applies a batch, provisioning
  * calls and the startup reconciliation drop what they change, and the pending overlay still

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "middleware/auth.h"
+#include "middleware/auth_private.h"
 
 #define SECRET "test-secret-0123456789"
 #define NOW 1800000000LL
@@ -395,6 +396,48 @@ static void test_cache(void **state)
     auth_free(a);
 }
 
+/* The compact cache: a verified token is answered by the cache-only lookup with the same
+ * claims; a token whose id is not a lowercase ObjectId or whose role is not a known one is
+ * never cached (so its claims come back exactly as written) but still verifies. */
+static void test_cache_compact(void **state)
+{
+    (void)state;
+    struct auth_ctx *a = auth_new(SECRET, strlen(SECRET), NULL);
+    struct auth_claims c1, c2;
+    char *t = mint(HS256_HDR, "{\"userId\":\"" UID "\",\"role\":\"BIGBOSS\",\"exp\":1800000100}",
+                   EVP_sha256(), SECRET);
+    assert_int_equal(auth__verify_jwt_cached(a, t, NOW, &c1), AUTH_ERR_WOULD_BLOCK);
+    assert_int_equal(auth_verify_jwt(a, t, NOW, &c1), 0);
+    assert_int_equal(auth__verify_jwt_cached(a, t, NOW, &c2), 0);
+    assert_memory_equal(&c1, &c2, sizeof(c1));
+    assert_string_equal(c2.person_id, UID);
+    assert_string_equal(c2.role, "BIGBOSS");
+    assert_true(c2.is_admin);
+    assert_int_equal(c2.exp, 1800000100);
+    assert_int_equal(auth__verify_jwt_cached(a, t, NOW + 100, &c2), AUTH_ERR_INVALID_TOKEN);
+    free(t);
+
+    const char *payloads[] = {
+        "{\"userId\":\"64B7F0C2A1B2C3D4E5F60718\"}",           /* upper-case id */
+        "{\"userId\":\"service-account\",\"role\":\"ADMIN\"}", /* not an ObjectId */
+        "{\"userId\":\"" UID "\",\"role\":\"SUPERVISOR\"}",    /* a role we do not list */
+    };
+    const char *ids[] = {"64B7F0C2A1B2C3D4E5F60718", "service-account", UID};
+    const char *roles[] = {"", "ADMIN", "SUPERVISOR"};
+    for (int i = 0; i < 3; i++) {
+        t = mint(HS256_HDR, payloads[i], EVP_sha256(), SECRET);
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(auth_verify_jwt(a, t, NOW, &c1), 0);
+            assert_string_equal(c1.person_id, ids[i]);
+            assert_string_equal(c1.role, roles[i]);
+            assert_int_equal(auth__verify_jwt_cached(a, t, NOW, &c2), AUTH_ERR_WOULD_BLOCK);
+        }
+        free(t);
+    }
+    assert_int_equal(auth__verify_jwt_cached(a, "a.b.c", NOW, &c2), AUTH_ERR_WOULD_BLOCK);
+    auth_free(a);
+}
+
 /* Far more distinct tokens than the cache holds: every one still verifies (evictions are
  * invisible but for the cost), wrong ones still fail, and ASan sees no leak at the end. */
 static void test_cache_many(void **state)
@@ -408,6 +451,10 @@ static void test_cache_many(void **state)
             snprintf(id, sizeof(id), "%024x", i);
             snprintf(payload, sizeof(payload), "{\"userId\":\"%s\"}", id);
             char *t = mint(HS256_HDR, payload, EVP_sha256(), i % 7 == 0 ? "bad" : SECRET);
+            /* 6000 tokens fit the cache: the second round finds every good one in it */
+            if (round == 1)
+                assert_int_equal(auth__verify_jwt_cached(a, t, NOW, &c),
+                                 i % 7 == 0 ? AUTH_ERR_WOULD_BLOCK : 0);
             int rc = auth_verify_jwt(a, t, NOW, &c);
             if (i % 7 == 0) {
                 assert_int_equal(rc, AUTH_ERR_INVALID_TOKEN);
@@ -478,8 +525,8 @@ int main(void)
         cmocka_unit_test(test_sub_fallback),    cmocka_unit_test(test_string_exp),
         cmocka_unit_test(test_extra_dots),      cmocka_unit_test(test_empty_secret_refused),
         cmocka_unit_test(test_mint_round_trip), cmocka_unit_test(test_bearer_header),
-        cmocka_unit_test(test_cache),           cmocka_unit_test(test_cache_many),
-        cmocka_unit_test(test_cache_threads),
+        cmocka_unit_test(test_cache),           cmocka_unit_test(test_cache_compact),
+        cmocka_unit_test(test_cache_many),      cmocka_unit_test(test_cache_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,8 +4,8 @@
  * presence exact through the cache before and after the writer lands a batch (and when a
  * batch lands during a backend read), provisioning and reconciliation visible, a change by
  * another writer seen once the TTL passes (or at once after a list read returned the row), the
- * memory bound (built with STORE_CACHE_PER_SHARD=4: 256 rows), and concurrent readers against a
- * stream of writes.
+ * memory bound (built with STORE_CACHE_PER_SHARD=4: 256 rows), concurrent readers against a
+ * stream of writes, the conversations cache and the cache-only reads of loop threads.
  *
  * Includes store.c (STYLE: test static functions by including the .c).
  */
@@ -23,7 +23,7 @@
 /* --- the counting, gated backend ----------------------------------------------------------- */
 
 static struct store_backend_ops wrap_ops;
-static atomic_int calls_get, calls_token;
+static atomic_int calls_get, calls_token, calls_convs;
 static struct store *cur;
 
 static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -100,6 +100,13 @@ static int wrap_token(struct store_backend *b, const char *token, struct store_p
     return store__sqlite_ops.person_by_session_token(b, token, out);
 }
 
+static int wrap_convs(struct store_backend *b, const struct store_person *p,
+                      struct store_id_list *out)
+{
+    atomic_fetch_add(&calls_convs, 1);
+    return store__sqlite_ops.person_conversations(b, p, out);
+}
+
 static char db_path[400];
 
 static int setup(void **state)
@@ -108,8 +115,10 @@ static int setup(void **state)
     wrap_ops.apply_batch = wrap_apply;
     wrap_ops.person_get = wrap_get;
     wrap_ops.person_by_session_token = wrap_token;
+    wrap_ops.person_conversations = wrap_convs;
     atomic_store(&calls_get, 0);
     atomic_store(&calls_token, 0);
+    atomic_store(&calls_convs, 0);
     gate(false);
     race_once = false;
     char url[320];
@@ -219,6 +228,115 @@ static void test_hit_miss(void **state)
     store_person_clear(&u);
     store_person_clear(&a);
     store_person_clear(&b);
+}
+
+static bool id_list_has(const struct store_id_list *l, const char *id)
+{
+    for (size_t i = 0; i < l->count; i++)
+        if (strcmp(l->ids[i], id) == 0)
+            return true;
+    return false;
+}
+
+/* The conversations of a person are cached like its row: a second read does not reach the
+ * backend; a membership added through the store is seen at once, one added by another writer
+ * within the TTL. The cache-only reads answer a hit as the blocking read would, and
+ * STORE_ERR_WOULD_BLOCK for anything not cached (persons, session tokens, conversations). */
+static void test_conversations_cache(void **state)
+{
+    struct store *s = *state;
+    struct store_person u = {0}, p = {0};
+    struct store_conversation c1 = {0}, c2 = {0}, c3 = {0};
+    struct store_id_list l = {0};
+    int added = 0;
+    mkuser(s, "convs", &u);
+    assert_int_equal(store_conversation_create(s, NULL, "one", NULL, &c1), 0);
+    assert_int_equal(store_conversation_create(s, NULL, "two", NULL, &c2), 0);
+    assert_int_equal(store_conversation_create(s, NULL, "three", NULL, &c3), 0);
+    assert_int_equal(store_member_add(s, c1.id, u.id, &added), 0);
+
+    /* cache-only reads of what nobody read yet */
+    assert_int_equal(store_person_get_cached(s, u.id, &p), STORE_ERR_WOULD_BLOCK);
+    assert_int_equal(store_person_conversations_cached(s, &u, &l), STORE_ERR_WOULD_BLOCK);
+    assert_int_equal(atomic_load(&calls_convs), 0);
+
+    assert_int_equal(store_person_get(s, u.id, &p), 0);
+    store_person_clear(&p);
+    assert_int_equal(store_person_get_cached(s, u.id, &p), 0);
+    assert_string_equal(p.id, u.id);
+    assert_string_equal(p.username, u.username);
+    store_person_clear(&p);
+
+    assert_int_equal(store_person_conversations(s, &u, &l), 0);
+    assert_int_equal(l.count, 1);
+    assert_string_equal(l.ids[0], c1.id);
+    store_id_list_free(&l);
+    assert_int_equal(atomic_load(&calls_convs), 1);
+    assert_int_equal(store_person_conversations(s, &u, &l), 0);
+    assert_int_equal(l.count, 1);
+    store_id_list_free(&l);
+    assert_int_equal(store_person_conversations_cached(s, &u, &l), 0);
+    assert_int_equal(l.count, 1);
+    assert_string_equal(l.ids[0], c1.id);
+    store_id_list_free(&l);
+    assert_int_equal(atomic_load(&calls_convs), 1); /* both hits */
+
+    /* a member added through the store: the next read sees it */
+    assert_int_equal(store_member_add(s, c2.id, u.id, &added), 0);
+    assert_int_equal(store_person_conversations_cached(s, &u, &l), STORE_ERR_WOULD_BLOCK);
+    assert_int_equal(store_person_conversations(s, &u, &l), 0);
+    assert_int_equal(l.count, 2);
+    assert_true(id_list_has(&l, c1.id) && id_list_has(&l, c2.id));
+    store_id_list_free(&l);
+    assert_int_equal(atomic_load(&calls_convs), 2);
+
+    /* another writer adds one: seen once the TTL has passed */
+    store_cache_set_ttl(s, 150);
+    assert_int_equal(store_person_conversations(s, &u, &l), 0); /* the TTL was 2 s: refill */
+    store_id_list_free(&l);
+    int64_t t0 = util_mono_ms();
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO members (conversationId, userId, joinedAt) VALUES ('%s', '%s', 1)", c3.id,
+             u.id);
+    sql_exec(sql);
+    assert_int_equal(store_person_conversations(s, &u, &l), 0);
+    if (util_mono_ms() - t0 < 150)
+        assert_int_equal(l.count, 2); /* still the cached list */
+    store_id_list_free(&l);
+    wait_until_mono(t0 + 200);
+    assert_int_equal(store_person_conversations_cached(s, &u, &l), STORE_ERR_WOULD_BLOCK);
+    assert_int_equal(store_person_conversations(s, &u, &l), 0);
+    assert_int_equal(l.count, 3);
+    assert_true(id_list_has(&l, c3.id));
+    store_id_list_free(&l);
+
+    /* an anonymous participant: by session token, cache-only once read */
+    struct store_person anon = {0}, q = {0};
+    char token[65];
+    store_cache_set_ttl(s, STORE_CACHE_TTL_MS);
+    assert_int_equal(store_anonymous_create(s, c1.id, "guest", &anon, token), 0);
+    assert_int_equal(store_person_by_session_token_cached(s, token, &q), STORE_ERR_WOULD_BLOCK);
+    assert_int_equal(store_person_by_session_token(s, token, &q), 0);
+    store_person_clear(&q);
+    assert_int_equal(store_person_by_session_token_cached(s, token, &q), 0);
+    assert_string_equal(q.id, anon.id);
+    assert_true(q.is_anonymous);
+    store_person_clear(&q);
+    assert_int_equal(store_person_by_session_token_cached(s, "nope", &q), STORE_ERR_WOULD_BLOCK);
+    assert_int_equal(store_person_conversations(s, &anon, &l), 0);
+    assert_int_equal(l.count, 1);
+    assert_string_equal(l.ids[0], c1.id);
+    store_id_list_free(&l);
+    assert_int_equal(store_person_conversations_cached(s, &anon, &l), 0);
+    assert_int_equal(l.count, 1);
+    store_id_list_free(&l);
+
+    store_person_clear(&anon);
+    store_person_clear(&u);
+    store_conversation_clear(&c1);
+    store_conversation_clear(&c2);
+    store_conversation_clear(&c3);
 }
 
 /* A row is trusted for the TTL only, and the writer sweeps expired rows by itself. */
@@ -581,6 +699,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_hit_miss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ttl_expiry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_conversations_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_presence_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fill_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_provisioning_visible, setup, teardown),
