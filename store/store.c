@@ -60,7 +60,8 @@
  *     retried, as the read of an uncached row always was) or will find the filled row and
  *     update it. Provisioning bumps the generation and drops the person's row after its write.
  * - Conversations cache: in the same shards, person id -> the ids of its conversations, filled
- *   by store_person_conversations and trusted as long as a row. Presence batches do not touch
+ *   by store_person_conversations for persons whose cached row was read again (a reconnect),
+ *   and trusted as long as a row. Presence batches do not touch
  *   memberships, so it has its own generation, _conv_gen, bumped (and the person's entry
  *   dropped) after a membership write through this store: a fill whose backend read started
  *   before that write does not land. A membership added by another writer of a shared
@@ -130,6 +131,7 @@ struct pcache_entry {
     UT_hash_handle hh;                /* key: p.id */
     struct pcache_entry *prev, *next; /* fill order, oldest first */
     int64_t filled_ms;                /* monotonic */
+    uint32_t hits;                    /* reads answered by this fill */
     struct store_person p;
     char strings[];
 };
@@ -400,6 +402,7 @@ static bool pentry_put_locked(struct store *s, struct cache_shard *sh, struct pc
     struct pcache_entry *old;
     HASH_FIND_STR(sh->persons, e->p.id, old);
     if (old != NULL) {
+        e->hits = old->hits > 0 ? 1 : 0; /* a refill of a row in use stays "read again" */
         pentry_del_locked(s, sh, old);
     } else if (sh->npersons >= STORE_CACHE_PER_SHARD) {
         pentry_del_locked(s, sh, sh->persons_fifo);
@@ -427,6 +430,7 @@ static bool pcache_get(struct store *s, const char *nid, struct store_person *ou
         return false;
     }
     sh->hits++;
+    e->hits++;
     store_person_copy(out, &e->p);
     /* Under the shard lock: the writer cannot update this row between the copy and the
      * overlay look-up (see DESIGN). */
@@ -604,7 +608,12 @@ static void ccache_publish(struct store *s, const char *nid, bool is_anonymous,
     struct ccache_entry *old;
     bool woke = false;
     pthread_mutex_lock(&sh->lock);
-    if (atomic_load(&s->_conv_gen) == gen0) {
+    /* Admission: only the lists of persons read again within the TTL (a reconnect, a second
+     * tab). A burst of first connects would otherwise leave thousands of short-lived blocks
+     * between long-lived ones, memory that idle connections keep paying for. */
+    struct pcache_entry *pe;
+    HASH_FIND_STR(sh->persons, nid, pe);
+    if (pe != NULL && pe->hits > 0 && atomic_load(&s->_conv_gen) == gen0) {
         HASH_FIND_STR(sh->convs, nid, old);
         if (old != NULL) {
             centry_del_locked(s, sh, old);

@@ -238,10 +238,22 @@ static bool id_list_has(const struct store_id_list *l, const char *id)
     return false;
 }
 
-/* The conversations of a person are cached like its row: a second read does not reach the
- * backend; a membership added through the store is seen at once, one added by another writer
- * within the TTL. The cache-only reads answer a hit as the blocking read would, and
- * STORE_ERR_WOULD_BLOCK for anything not cached (persons, session tokens, conversations). */
+/* Reads the person twice: its row is then "read again", which admits its conversations. */
+static void read_twice(struct store *s, const char *id)
+{
+    struct store_person p = {0};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(store_person_get(s, id, &p), 0);
+        store_person_clear(&p);
+    }
+}
+
+/* The conversations of a person whose row was read again (a reconnect) are cached like the
+ * row: a further read does not reach the backend; those of a person read once are not (a
+ * burst of first connects leaves nothing behind); a membership added through the store is
+ * seen at once, one added by another writer within the TTL. The cache-only reads answer a hit as
+ * the blocking read would, and STORE_ERR_WOULD_BLOCK for anything not cached (persons, session
+ * tokens, conversations). */
 static void test_conversations_cache(void **state)
 {
     struct store *s = *state;
@@ -262,6 +274,13 @@ static void test_conversations_cache(void **state)
 
     assert_int_equal(store_person_get(s, u.id, &p), 0);
     store_person_clear(&p);
+    /* read once: the list is not kept */
+    assert_int_equal(store_person_conversations(s, &u, &l), 0);
+    assert_int_equal(l.count, 1);
+    store_id_list_free(&l);
+    assert_int_equal(store_person_conversations_cached(s, &u, &l), STORE_ERR_WOULD_BLOCK);
+    assert_int_equal(atomic_load(&calls_convs), 1);
+
     assert_int_equal(store_person_get_cached(s, u.id, &p), 0);
     assert_string_equal(p.id, u.id);
     assert_string_equal(p.username, u.username);
@@ -271,7 +290,7 @@ static void test_conversations_cache(void **state)
     assert_int_equal(l.count, 1);
     assert_string_equal(l.ids[0], c1.id);
     store_id_list_free(&l);
-    assert_int_equal(atomic_load(&calls_convs), 1);
+    assert_int_equal(atomic_load(&calls_convs), 2);
     assert_int_equal(store_person_conversations(s, &u, &l), 0);
     assert_int_equal(l.count, 1);
     store_id_list_free(&l);
@@ -279,19 +298,21 @@ static void test_conversations_cache(void **state)
     assert_int_equal(l.count, 1);
     assert_string_equal(l.ids[0], c1.id);
     store_id_list_free(&l);
-    assert_int_equal(atomic_load(&calls_convs), 1); /* both hits */
+    assert_int_equal(atomic_load(&calls_convs), 2); /* both hits */
 
     /* a member added through the store: the next read sees it */
     assert_int_equal(store_member_add(s, c2.id, u.id, &added), 0);
     assert_int_equal(store_person_conversations_cached(s, &u, &l), STORE_ERR_WOULD_BLOCK);
+    read_twice(s, u.id); /* the member write dropped the row too */
     assert_int_equal(store_person_conversations(s, &u, &l), 0);
     assert_int_equal(l.count, 2);
     assert_true(id_list_has(&l, c1.id) && id_list_has(&l, c2.id));
     store_id_list_free(&l);
-    assert_int_equal(atomic_load(&calls_convs), 2);
+    assert_int_equal(atomic_load(&calls_convs), 3);
 
     /* another writer adds one: seen once the TTL has passed */
     store_cache_set_ttl(s, 150);
+    read_twice(s, u.id);
     assert_int_equal(store_person_conversations(s, &u, &l), 0); /* the TTL was 2 s: refill */
     store_id_list_free(&l);
     int64_t t0 = util_mono_ms();
@@ -319,7 +340,7 @@ static void test_conversations_cache(void **state)
     assert_int_equal(store_person_by_session_token_cached(s, token, &q), STORE_ERR_WOULD_BLOCK);
     assert_int_equal(store_person_by_session_token(s, token, &q), 0);
     store_person_clear(&q);
-    assert_int_equal(store_person_by_session_token_cached(s, token, &q), 0);
+    assert_int_equal(store_person_by_session_token_cached(s, token, &q), 0); /* read again */
     assert_string_equal(q.id, anon.id);
     assert_true(q.is_anonymous);
     store_person_clear(&q);
@@ -331,6 +352,24 @@ static void test_conversations_cache(void **state)
     assert_int_equal(store_person_conversations_cached(s, &anon, &l), 0);
     assert_int_equal(l.count, 1);
     store_id_list_free(&l);
+
+    /* nobody reads any more: the writer's sweep frees the lists too */
+    store_cache_set_ttl(s, 150);
+    int64_t until = util_mono_ms() + 4000;
+    size_t left;
+    for (;;) {
+        left = 0;
+        for (int i = 0; i < STORE_CACHE_SHARDS; i++) {
+            pthread_mutex_lock(&s->_cache[i].lock);
+            left += s->_cache[i].nconvs;
+            pthread_mutex_unlock(&s->_cache[i].lock);
+        }
+        if (left == 0 || util_mono_ms() > until)
+            break;
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(left, 0);
 
     store_person_clear(&anon);
     store_person_clear(&u);
