@@ -230,3 +230,34 @@ void util_thread_name(const char *name)
     snprintf(buf, sizeof(buf), "pg-%s", name);
     pthread_setname_np(pthread_self(), buf);
 }
+
+static const EVP_MD *md_sha1, *md_sha256;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+
+static void md_fetch(void)
+{
+    md_sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+    md_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+const EVP_MD *util_sha1(void)
+{
+    pthread_once(&md_once, md_fetch);
+    return md_sha1;
+}
+
+const EVP_MD *util_sha256(void)
+{
+    pthread_once(&md_once, md_fetch);
+    return md_sha256;
+}
+
+void util_hex64(uint64_t v, char out[17])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--) {
+        out[i] = hex[v & 15];
+        v >>= 4;
+    }
+    out[16] = '\0';
+}

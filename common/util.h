@@ -10,6 +10,7 @@
 #ifndef GW_UTIL_H
 #define GW_UTIL_H
 
+#include <openssl/evp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,6 +43,15 @@ bool util_header_has_token(const char *value, const char *token);
 int util_random_bytes(void *buf, size_t n);
 /* Writes n random bytes as 2n lowercase hex characters plus NUL. Returns 0 or -1. */
 int util_random_hex(char *out, size_t n);
+
+/* SHA-1 and SHA-256, fetched from OpenSSL once: EVP_sha1()/EVP_sha256() make OpenSSL 3 look
+ * the implementation up again on every EVP_Digest, more than half the cost of digesting a
+ * WebSocket key or a token. NULL only if OpenSSL lacks them. */
+const EVP_MD *util_sha1(void);
+const EVP_MD *util_sha256(void);
+
+/* Writes sid as 16 lowercase hex digits plus NUL. */
+void util_hex64(uint64_t v, char out[17]);
 
 /* Names the calling thread "pg-<name>" (at most 15 characters shown by top -H, perf and
  * /proc/<pid>/task/<tid>/comm). */

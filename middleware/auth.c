@@ -216,7 +216,9 @@ static bool cache_key(const char *token, size_t len, uint8_t key[AUTH_CACHE_KEY]
 {
     uint8_t md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    if (EVP_Digest(token, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen < AUTH_CACHE_KEY)
+    const EVP_MD *sha256 = util_sha256();
+    if (sha256 == NULL || EVP_Digest(token, len, md, &mdlen, sha256, NULL) != 1 ||
+        mdlen < AUTH_CACHE_KEY)
         return false;
     memcpy(key, md, AUTH_CACHE_KEY);
     return true;

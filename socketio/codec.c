@@ -216,23 +216,54 @@ void eio_payload_append(char **buf, size_t *len, size_t *cap, enum eio_type type
     *len = (size_t)(w - *buf);
 }
 
+/* Appends s to *w. */
+static void put_str(char **w, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(*w, s, n);
+    *w += n;
+}
+
+/* Appends v in decimal to *w. */
+static void put_i64(char **w, int64_t v)
+{
+    char tmp[24];
+    int n = 0;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *(*w)++ = '-';
+    while (n > 0)
+        *(*w)++ = tmp[--n];
+}
+
 char *eio_encode_open(const char *sid, bool offer_websocket_upgrade, int64_t ping_interval_ms,
                       int64_t ping_timeout_ms, int64_t max_payload, size_t *len)
 {
     /* Written by hand: it is on every connect, and its one string is a session id, which is
      * [0-9A-Za-z_-] (anything needing an escape is a programming error). */
-    for (const char *p = sid; *p != '\0'; p++)
-        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_')
+    size_t sid_len = strlen(sid);
+    for (size_t i = 0; i < sid_len; i++)
+        if (!isalnum((unsigned char)sid[i]) && sid[i] != '-' && sid[i] != '_')
             abort();
-    static const char fmt[] = "0{\"sid\":\"%s\",\"upgrades\":[%s],\"pingInterval\":%" PRId64
-                              ",\"pingTimeout\":%" PRId64 ",\"maxPayload\":%" PRId64 "}";
-    const char *up = offer_websocket_upgrade ? "\"websocket\"" : "";
-    int n = snprintf(NULL, 0, fmt, sid, up, ping_interval_ms, ping_timeout_ms, max_payload);
-    if (n < 0)
-        abort();
-    char *s = xmalloc((size_t)n + 1);
-    snprintf(s, (size_t)n + 1, fmt, sid, up, ping_interval_ms, ping_timeout_ms, max_payload);
-    *len = (size_t)n;
+    char *s = xmalloc(sid_len + 160);
+    char *w = s;
+    put_str(&w, "0{\"sid\":\"");
+    memcpy(w, sid, sid_len);
+    w += sid_len;
+    put_str(&w, offer_websocket_upgrade ? "\",\"upgrades\":[\"websocket\"],\"pingInterval\":"
+                                        : "\",\"upgrades\":[],\"pingInterval\":");
+    put_i64(&w, ping_interval_ms);
+    put_str(&w, ",\"pingTimeout\":");
+    put_i64(&w, ping_timeout_ms);
+    put_str(&w, ",\"maxPayload\":");
+    put_i64(&w, max_payload);
+    *w++ = '}';
+    *w = '\0';
+    *len = (size_t)(w - s);
     return s;
 }
 

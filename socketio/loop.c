@@ -119,7 +119,8 @@ int sio__ws_accept(const char *key, char out[29])
     memcpy(buf + klen, guid, sizeof(guid) - 1);
     unsigned char sha[EVP_MAX_MD_SIZE];
     unsigned int shalen = 0;
-    if (EVP_Digest(buf, klen + sizeof(guid) - 1, sha, &shalen, EVP_sha1(), NULL) != 1 ||
+    if (util_sha1() == NULL ||
+        EVP_Digest(buf, klen + sizeof(guid) - 1, sha, &shalen, util_sha1(), NULL) != 1 ||
         shalen != 20)
         return -1;
     EVP_EncodeBlock((unsigned char *)out, sha, 20);

@@ -30,7 +30,7 @@
 
 void sio__sid_string(uint64_t sid, char out[21])
 {
-    snprintf(out, 21, "%016" PRIx64, sid);
+    util_hex64(sid, out);
 }
 
 static void sio_sid_string(uint64_t sid, char out[21])
