@@ -40,7 +40,7 @@ struct gw_config {
     int64_t request_timeout_ms; /* REQUEST_TIMEOUT_MS, 10000 */
     int max_connections;        /* MAX_CONNECTIONS, 0 = sized from RLIMIT_NOFILE at start */
     /* threads */
-    int loop_threads; /* LOOP_THREADS, 0 = one per core */
+    int loop_threads; /* LOOP_THREADS, 0 = half the cores */
     int http_threads; /* HTTP_THREADS, 0 = one per core */
     /* logging */
     char *log_level; /* LOG_LEVEL, "info" */

@@ -67,7 +67,7 @@ static const struct cfg_entry cfg_table[] = {
     {"MAX_CONNECTIONS", "--max-connections", CFG_INT, OFF(max_connections), 0, 10000000, "0",
      "connection limit (0: sized from the open-files limit)"},
     {"LOOP_THREADS", "--loop-threads", CFG_INT, OFF(loop_threads), 0, 256, "0",
-     "Socket.IO event-loop threads (0: one per core)"},
+     "Socket.IO event-loop threads (0: half the cores, at least one)"},
     {"HTTP_THREADS", "--http-threads", CFG_INT, OFF(http_threads), 0, 256, "0",
      "HTTP daemon threads (0: one per core)"},
     {"LOG_LEVEL", "--log-level", CFG_LOGLEVEL, OFF(log_level), 0, 0, "info",
