@@ -25,8 +25,8 @@
  * pass, and every ROUTE_ACCEPT_PAUSE_MS while paused, since libmicrohttpd frees connections
  * without telling the acceptor).
  *
- * DESIGN (threads). nthreads workers (as many as libmicrohttpd's, which accepted in parallel
- * before) each run an epoll loop and own the sockets they accepted; they share the listening
+ * DESIGN (threads). nthreads workers (http.c starts half as many as libmicrohttpd's threads,
+ * at least one) each run an epoll loop and own the sockets they accepted; they share the listening
  * socket (EPOLLEXCLUSIVE: a connection wakes one) and an atomic count of held sockets for the
  * limit. route__acceptor_quiesce and route__acceptor_stop talk to them through flags and one
  * eventfd each. Callbacks run on the worker threads, several at once.
