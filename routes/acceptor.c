@@ -12,12 +12,15 @@
  * the head is peeked (up to ROUTE_ACCEPT_PEEK bytes) and searched for CRLFCRLF:
  *   - a complete head that parses as a WebSocket upgrade and that the owner's ws_accepts
  *     wants: its bytes (exactly) are read off the socket and the socket goes to ws_take;
- *   - any other complete head, a head that does not fit the peek buffer, a peer that
- *     half-closed: the socket goes to libmicrohttpd (pass) with nothing consumed, so that it
- *     parses and answers the request itself, keep-alive and all;
+ *   - any other complete head, a head that does not fit the peek buffer: the socket goes to
+ *     libmicrohttpd (pass) with nothing consumed, so that it parses and answers the request
+ *     itself, keep-alive and all;
+ *   - a peer that closed or half-closed before its head was complete: closed here;
  *   - an incomplete head waits for the next edge.
  * A socket that sits here without a complete head for timeout_ms (slowloris) gets a 408 and is
  * closed, as the request-timeout watchdog of http.c does for connections libmicrohttpd holds.
+ * The listening socket has TCP_DEFER_ACCEPT (http.c): a connection usually arrives with its
+ * head, and one that sends nothing waits in the kernel, not here.
  *
  * Connection limit: sockets held here plus those the owner reports (others: libmicrohttpd's)
  * never exceed limit. At the limit the listening socket leaves the epoll set and new
@@ -310,9 +313,15 @@ static bool on_readable(struct acc_worker *a, struct acc_conn *c, uint32_t event
     a->buf[n] = '\0';
     crlf2 = memmem(a->buf, (size_t)n, "\r\n\r\n", 4);
     if (crlf2 == NULL) {
-        /* Too long for us, or the peer stopped sending: libmicrohttpd answers (or closes). */
-        if (n >= ROUTE_ACCEPT_PEEK || (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+        /* Too long for us: libmicrohttpd answers. */
+        if (n >= ROUTE_ACCEPT_PEEK) {
             conn_pass(a, c);
+            return false;
+        }
+        /* The peer stopped sending before its head was complete: it never will be. Closed
+         * here, at once (libmicrohttpd would hold it until its timeout). */
+        if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+            conn_close(a, c);
             return false;
         }
         return true;

@@ -211,9 +211,12 @@ test('accept loop: MAX_CONNECTIONS counts connections waiting for their head', {
       await r.closedP(5000);
       assert.match(r.buf.toString(), /^HTTP\/1\.1 200 /);
     }
+    // A waiting head has sent its first bytes: a connection that sent nothing is held by the
+    // kernel (TCP_DEFER_ACCEPT) and takes no slot.
+    const waiting = async () => { const r = await rawConn(gw.port); r.s.write('G'); return r; };
     {
       const held = [];
-      for (let i = 0; i < 3; i++) held.push(await rawConn(gw.port));
+      for (let i = 0; i < 3; i++) held.push(await waiting());
       const r = await rawConn(gw.port);
       r.s.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
       await r.until((b) => /"status":"ok"/.test(b.toString()), 5000, 'an answer with three heads waiting');
@@ -221,7 +224,7 @@ test('accept loop: MAX_CONNECTIONS counts connections waiting for their head', {
       for (const x of held) x.s.destroy();
     }
     const idle = [];
-    for (let i = 0; i < 4; i++) idle.push(await rawConn(gw.port));
+    for (let i = 0; i < 4; i++) idle.push(await waiting());
     // The fifth connects (kernel backlog) but is not served while four wait in the acceptor.
     const c = await rawConn(gw.port);
     c.s.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
