@@ -148,6 +148,8 @@ void sio_msg_free(struct sio_msg *m)
     sio__free_secret(m->jwt);
     sio__free_secret(m->session);
     sio__free_secret(m->qtoken);
+    if (m->probing && m->poll != NULL)
+        sio__poll_probe_gone(m->poll); /* a probe the loop did not take */
     store_person_clear(&m->person);
     store_id_list_free(&m->convs);
     free(m->body);
@@ -1001,9 +1003,17 @@ static void conn_new(struct sio_loop *l, struct sio_msg *m)
     if (m->poll != NULL) {
         /* A WebSocket probing the upgrade of a polling session: no open packet; it has
          * ping_timeout to complete the upgrade. */
-        sio__aux(c)->poll = m->poll;
+        struct sio_poll *p = m->poll;
+        sio__aux(c)->poll = p;
         m->poll = NULL;
         c->state = SIO_ST_PROBE;
+        pthread_mutex_lock(&p->mu);
+        p->probe_fd = c->fd;
+        p->probe_serial = c->serial;
+        if (m->probing)
+            p->probing--;
+        m->probing = false;
+        pthread_mutex_unlock(&p->mu);
         c->deadline_ms = sio__mono_ms() + l->e->cfg->ping_timeout_ms;
         heap_set(l, c);
     } else {
@@ -1037,6 +1047,16 @@ static void conn_new(struct sio_loop *l, struct sio_msg *m)
         m->extra = NULL;
         /* epoll will not report bytes that were already read by libmicrohttpd */
         conn_on_readable(c);
+        if (c->state == SIO_ST_PROBE && (c->flags & SIO_CF_UPGRADE) && c->aux != NULL &&
+            c->aux->poll != NULL) {
+            /* "5" came with those bytes: no event will come to complete the upgrade, so it
+             * completes after this batch (run_syncs), not here inside the queue's drain. */
+            struct sio_sync *y = xmalloc(sizeof(*y));
+            y->p = c->aux->poll;
+            atomic_fetch_add_explicit(&y->p->refs, 1, memory_order_relaxed);
+            y->next = l->syncs;
+            l->syncs = y;
+        }
     }
 }
 
@@ -1119,6 +1139,44 @@ static void replay_packet(void *cls, const struct eio_packet *pk)
 
 static void drain_queue(struct sio_loop *l);
 static void flush_dirty(struct sio_loop *l);
+
+/* Upgrades to finish between event batches: GETs held during an upgrade (polling.c), whose
+ * probe is read now, so that a "5" the client sent before the GET completes the upgrade
+ * first, and then the GET is answered; and probes whose "5" came with the bytes
+ * libmicrohttpd read (conn_new). Not inside the queue's drain (sio__conn_upgrade drains it
+ * again, which would reorder messages), nor mid-batch (it frees the probe, which must not
+ * have an event pending). */
+static void run_syncs(struct sio_loop *l)
+{
+    struct sio_sync *later = NULL;
+    while (l->syncs != NULL) {
+        struct sio_sync *y = l->syncs;
+        l->syncs = y->next;
+        struct sio_poll *p = y->p;
+        pthread_mutex_lock(&p->mu);
+        int fd = p->probe_fd;
+        uint64_t serial = p->probe_serial;
+        bool reading = !p->upgraded && !p->closed;
+        bool in_transit = p->probing > 0 && reading;
+        pthread_mutex_unlock(&p->mu);
+        if (in_transit) {
+            /* its probe is still on its way to this loop (its NEW_CONN wakes us again) */
+            y->next = later;
+            later = y;
+            continue;
+        }
+        struct sio_conn *probe = reading && serial != 0 ? sio__conn_find(l, fd, serial) : NULL;
+        if (probe != NULL && probe->state == SIO_ST_PROBE) {
+            conn_on_readable(probe);
+            if (probe->state == SIO_ST_PROBE && (probe->flags & SIO_CF_UPGRADE))
+                sio__conn_upgrade(probe);
+        }
+        sio__poll_sync_done(p);
+        sio__poll_release(p);
+        free(y);
+    }
+    l->syncs = later;
+}
 
 void sio__conn_upgrade(struct sio_conn *probe)
 {
@@ -1376,6 +1434,15 @@ static void drain_queue(struct sio_loop *l)
         case SIO_MSG_POLL_DATA:
             on_poll_data(l, m);
             break;
+        case SIO_MSG_POLL_SYNC: {
+            /* answered after the event batch (run_syncs): the probe's events may be in it */
+            struct sio_sync *y = xmalloc(sizeof(*y));
+            y->p = m->poll;
+            m->poll = NULL;
+            y->next = l->syncs;
+            l->syncs = y;
+            break;
+        }
         default:
             break;
         }
@@ -1512,6 +1579,7 @@ void *sio__loop_main(void *arg)
             if (c->flags & SIO_CF_UPGRADE)
                 sio__conn_upgrade(c);
         }
+        run_syncs(l);
         reap_all(l);
         maybe_trim(l, n == 0);
         if (l->stopping) {
@@ -1604,6 +1672,13 @@ void sio__loop_destroy(struct sio_loop *l)
         struct sio_grace *g = l->grace_head;
         l->grace_head = g->next;
         free(g);
+    }
+    while (l->syncs != NULL) {
+        struct sio_sync *y = l->syncs;
+        l->syncs = y->next;
+        sio__poll_sync_done(y->p);
+        sio__poll_release(y->p);
+        free(y);
     }
     while (l->linger_head != NULL) {
         struct sio_linger *g = l->linger_head;

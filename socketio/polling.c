@@ -264,6 +264,13 @@ static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
     struct sio_poll *p = rq->poll;
     pthread_mutex_lock(&p->mu);
     bool done = false;
+    if (rq->suspended && p->upgraded && p->out_len == 0) {
+        /* held during the upgrade, which completed meanwhile */
+        rq->suspended = false;
+        METRIC_SUB(polling_requests_held, 1);
+        pthread_mutex_unlock(&p->mu);
+        return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
+    }
     if (rq->suspended || (p->closed && p->out_len > 0)) {
         /* Resumed by the loop, or the last words of a closed session (41, the close
          * packet): answer with what is queued. */
@@ -291,6 +298,24 @@ static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
         m->body = NULL; /* no body: close the session */
         sio__mpsc_push(&p->loop->q, m);
         return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
+    }
+    if ((p->upgrading || p->probing > 0) && p->out_len == 0) {
+        /* A GET during an upgrade: the client may have sent "5" on the WebSocket just before
+         * it, and the reference server, one thread, reads it first (this GET then gets 400).
+         * So the loop reads the probe before this GET is answered: 400 if that completed the
+         * upgrade, else a noop (sio__poll_sync_done). */
+        p->waiting = conn;
+        rq->suspended = true;
+        METRIC_ADD(polling_requests_held, 1);
+        MHD_suspend_connection(conn);
+        pthread_mutex_unlock(&p->mu);
+        struct sio_msg *m = xcalloc(1, sizeof(*m));
+        m->type = SIO_MSG_POLL_SYNC;
+        m->fd = -1;
+        atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+        m->poll = p;
+        sio__mpsc_push(&p->loop->q, m);
+        return MHD_YES;
     }
     /* Mid-POST (batch) the answer is not complete yet: wait, the batch's end wakes us. */
     if ((p->out_len > 0 && !p->batch) || p->upgrading) {
@@ -499,6 +524,23 @@ void sio__poll_close(struct sio_conn *c)
     else
         l->linger_head = g;
     l->linger_tail = g;
+}
+
+void sio__poll_probe_gone(struct sio_poll *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->probing--;
+    /* A probe that never reached the loop: a GET held for it needs no loop's answer. */
+    if (p->probing == 0 && !p->upgrading)
+        wake(p);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void sio__poll_sync_done(struct sio_poll *p)
+{
+    pthread_mutex_lock(&p->mu);
+    wake(p); /* upgraded: the GET gets its 400; else a noop (or what is queued) */
+    pthread_mutex_unlock(&p->mu);
 }
 
 void sio__poll_upgrading(struct sio_poll *p)

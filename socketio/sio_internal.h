@@ -74,6 +74,7 @@ enum sio_msg_type {
     SIO_MSG_SHUTDOWN,
     SIO_MSG_NEW_POLL,  /* MHD thread -> loop: a polling handshake */
     SIO_MSG_POLL_DATA, /* MHD thread -> loop: the packets of a polling POST */
+    SIO_MSG_POLL_SYNC, /* MHD thread -> loop: a GET waits for the upgrade's probe to be read */
     SIO_JOB_AUTH,      /* loop -> worker */
     SIO_JOB_JOIN,
 };
@@ -114,6 +115,7 @@ struct sio_msg {
     struct sio_sbuf *hello;
     /* NEW_POLL, POLL_DATA, NEW_CONN of an upgrade from polling (a reference each) */
     struct sio_poll *poll;
+    bool probing; /* NEW_CONN: counted in poll->probing until the loop takes it */
     uint8_t *body;
     size_t body_len;
     /* KICK */
@@ -260,7 +262,10 @@ struct sio_poll {
     size_t out_len, out_cap;
     struct MHD_Connection *waiting; /* a suspended GET */
     bool closed;                    /* no more requests; a waiting GET gets the close packet */
-    bool upgrading;                 /* a WebSocket probe answered: GETs get a noop at once */
+    bool upgrading;                 /* a WebSocket probe answered: GETs get a noop */
+    int probing;  /* upgrade requests accepted by the HTTP side, not yet on the loop */
+    int probe_fd; /* the probe on the loop, read on a GET's sync */
+    uint64_t probe_serial;
     bool upgraded;
     bool close_after;      /* closed with packets queued: they go first, the close packet next */
     bool client_closed;    /* the client sent a close packet: a waiting GET ends with a noop */
@@ -324,6 +329,7 @@ struct sio_loop {
     struct sio_room *rooms;
     struct sio_grace *grace_head, *grace_tail;
     struct sio_linger *linger_head, *linger_tail;
+    struct sio_sync *syncs; /* GETs held during an upgrade, answered after the event batch */
     uint64_t stamp;
     uint64_t next_serial;
     int64_t base_ms;
@@ -469,6 +475,16 @@ void sio__polling_request_done(void *con_cls);
 /* The live polling session of sid with a reference taken, or NULL. */
 struct sio_poll *sio__poll_find(struct sio_engine *e, const char *sid);
 void sio__poll_release(struct sio_poll *p);
+/* An upgrade request counted in p->probing reached the loop or failed. */
+void sio__poll_probe_gone(struct sio_poll *p);
+/* The loop, after reading the probe of p on a GET's sync: a GET still waiting gets its noop
+ * unless the upgrade completed (then its 400). */
+void sio__poll_sync_done(struct sio_poll *p);
+
+struct sio_sync {
+    struct sio_poll *p; /* a reference */
+    struct sio_sync *next;
+};
 /* Loop side */
 void sio__poll_send(struct sio_conn *c, bool binary, const void *data, size_t len);
 void sio__poll_close(struct sio_conn *c);

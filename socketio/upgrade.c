@@ -41,6 +41,7 @@ struct sio_req {
     char *qtoken;
     bool eio_echo; /* --conformance /engine.io/ */
     bool refuse;   /* a second upgrade of a session: closed once upgraded */
+    bool probing;  /* counted in poll->probing (polling.c: GETs wait for the probe) */
 };
 
 static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned status, const char *body)
@@ -109,7 +110,9 @@ static void upgrade_cb(void *cls, struct MHD_Connection *connection, void *con_c
     if (rq->poll != NULL) {
         /* The probe goes to the loop of the session it upgrades. */
         m->poll = rq->poll;
+        m->probing = rq->probing;
         rq->poll = NULL;
+        rq->probing = false;
         sio__mpsc_push(&m->poll->loop->q, m);
         return;
     }
@@ -172,6 +175,12 @@ enum MHD_Result sio_engine_http_request(void *cls, struct MHD_Connection *conn, 
             pthread_mutex_lock(&rq->poll->mu);
             ok = !rq->poll->closed && !rq->poll->upgraded && !rq->poll->upgrading;
             busy = !rq->poll->closed && (rq->poll->upgraded || rq->poll->upgrading);
+            if (ok && !rq->probing) {
+                /* From now on GETs of the session wait until the loop has read this probe:
+                 * the client may send "5" on it and then a GET (polling.c). */
+                rq->poll->probing++;
+                rq->probing = true;
+            }
             pthread_mutex_unlock(&rq->poll->mu);
         }
         if (busy) {
@@ -216,6 +225,8 @@ void sio_engine_http_request_done(void *cls, void *con_cls)
         sio__polling_request_done(con_cls);
         return;
     }
+    if (rq->probing && rq->poll != NULL)
+        sio__poll_probe_gone(rq->poll);
     sio__poll_release(rq->poll);
     sio__free_secret(rq->jwt);
     sio__free_secret(rq->session);

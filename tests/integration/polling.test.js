@@ -238,6 +238,51 @@ describe('polling: raw requests', () => {
     await r.text();
   });
 
+  test('a GET right behind "5" on the probing WebSocket gets 400: the upgrade is read first', T, async () => {
+    // The reference server reads the WebSocket's "5" before a GET sent after it; here they
+    // arrive on different threads, so the GET waits for the probe to be read. Repeated, as
+    // a race would otherwise pass by luck.
+    const WebSocket = require('ws');
+    for (let i = 0; i < 15; i++) {
+      const { open } = await handshake(gw);
+      const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket&sid=${open.sid}`);
+      const msgs = [];
+      let notify = () => {};
+      ws.on('message', (d) => { msgs.push(d.toString()); notify(); });
+      await withTimeout(new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); }), 5000, 'probe open');
+      // as the official suite does: "2probe" and "5" at once, then the GET
+      ws.send('2probe');
+      ws.send('5');
+      const r = await fetch(pollUrl(gw, open.sid));
+      assert.equal(r.status, 400, `iteration ${i}: a GET after "5"`);
+      await r.text();
+      ws.send('4hello'); // a message (Socket.IO would see a malformed packet): the WebSocket carries the session
+      ws.close();
+    }
+  });
+
+  test('a GET after "3probe" without "5" gets a noop, and the upgrade still completes', T, async () => {
+    const WebSocket = require('ws');
+    const { open } = await handshake(gw);
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket&sid=${open.sid}`);
+    const msgs = [];
+    let notify = () => {};
+    ws.on('message', (d) => { msgs.push(d.toString()); notify(); });
+    await withTimeout(new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); }), 5000, 'probe open');
+    ws.send('2probe');
+    await withTimeout(new Promise((res) => { notify = () => msgs.includes('3probe') && res(); notify(); }), 5000, '3probe');
+    const r = await withTimeout(fetch(pollUrl(gw, open.sid)), 5000, 'the GET answered');
+    assert.equal(r.status, 200);
+    assert.equal(await r.text(), '6');
+    ws.send('5');
+    ws.send('2');
+    await withTimeout(new Promise((res) => { notify = () => msgs.includes('3') && res(); notify(); }), 5000, 'pong on the WebSocket');
+    const after = await fetch(pollUrl(gw, open.sid));
+    assert.equal(after.status, 400);
+    await after.text();
+    ws.close();
+  });
+
   test('a session that never sends CONNECT is closed after CONNECT_TIMEOUT_MS', T, async () => {
     const t0 = Date.now();
     const { open } = await handshake(gw);
