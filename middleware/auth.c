@@ -367,8 +367,9 @@ out:
     return rc;
 }
 
-int auth_verify_jwt(const struct auth_ctx *a, const char *token, int64_t now_s,
-                    struct auth_claims *out)
+/* auth_verify_jwt, or with cached_only its cache-only form (AUTH_ERR_WOULD_BLOCK on a miss). */
+static int verify(const struct auth_ctx *a, const char *token, int64_t now_s,
+                  struct auth_claims *out, bool cached_only)
 {
     if (a == NULL || token == NULL)
         return AUTH_ERR_INVALID_TOKEN;
@@ -384,6 +385,8 @@ int auth_verify_jwt(const struct auth_ctx *a, const char *token, int64_t now_s,
     if (rc < 0)
         return rc;
     if (rc == 0) {
+        if (cached_only)
+            return AUTH_ERR_WOULD_BLOCK;
         int64_t nbf = INT64_MIN;
         if (!jwt_shape_ok(token))
             return AUTH_ERR_INVALID_TOKEN;
@@ -397,21 +400,16 @@ int auth_verify_jwt(const struct auth_ctx *a, const char *token, int64_t now_s,
     return 0;
 }
 
+int auth_verify_jwt(const struct auth_ctx *a, const char *token, int64_t now_s,
+                    struct auth_claims *out)
+{
+    return verify(a, token, now_s, out, false);
+}
+
 int auth__verify_jwt_cached(const struct auth_ctx *a, const char *token, int64_t now_s,
                             struct auth_claims *out)
 {
-    if (a == NULL || token == NULL)
-        return AUTH_ERR_INVALID_TOKEN;
-    size_t len = strnlen(token, AUTH_MAX_TOKEN_LEN + 1);
-    if (len == 0 || len > AUTH_MAX_TOKEN_LEN)
-        return AUTH_ERR_INVALID_TOKEN;
-    uint8_t key[AUTH_CACHE_KEY];
-    if (!cache_key(token, len, key))
-        return AUTH_ERR_WOULD_BLOCK;
-    int rc = cache_lookup(a, key, now_s, out);
-    if (rc < 0)
-        return rc;
-    return rc == 1 ? 0 : AUTH_ERR_WOULD_BLOCK;
+    return verify(a, token, now_s, out, true);
 }
 
 char *auth_mint_jwt(const char *secret, size_t secret_len, const char *person_id, const char *role,

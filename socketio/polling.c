@@ -166,6 +166,20 @@ static enum MHD_Result reply_payload(struct MHD_Connection *conn, struct sio_pol
 
 static void wake(struct sio_poll *p);
 
+/* Queues a message of type about p for its loop (with a reference), body (malloc'ed, taken)
+ * and body_len for a POLL_DATA; a POLL_DATA without a body closes the session. */
+static void tell_loop(struct sio_poll *p, enum sio_msg_type type, uint8_t *body, size_t body_len)
+{
+    struct sio_msg *m = xcalloc(1, sizeof(*m));
+    m->type = type;
+    m->fd = -1;
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    m->poll = p;
+    m->body = body;
+    m->body_len = body_len;
+    sio__mpsc_push(&p->loop->q, m);
+}
+
 /* Closes the session at once for requests (they get 400 from now on; a waiting GET gets the
  * close packet) and asks the loop to close its connection (a message without a body): an
  * expired or malformed session is gone, as in the reference server, with no last words. */
@@ -183,12 +197,7 @@ static void poll_kill(struct sio_poll *p)
         }
     }
     pthread_mutex_unlock(&p->mu);
-    struct sio_msg *m = xcalloc(1, sizeof(*m));
-    m->type = SIO_MSG_POLL_DATA;
-    m->fd = -1;
-    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-    m->poll = p;
-    sio__mpsc_push(&p->loop->q, m);
+    tell_loop(p, SIO_MSG_POLL_DATA, NULL, 0);
 }
 
 /* True when the client let pingInterval + pingTimeout pass without the pong that was due
@@ -290,13 +299,7 @@ static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
         /* Two GETs at once: the reference closes the session. */
         pthread_mutex_unlock(&p->mu);
         log_debug("socketio: overlapping polling GETs on sid=%s", p->sid);
-        struct sio_msg *m = xcalloc(1, sizeof(*m));
-        m->type = SIO_MSG_POLL_DATA;
-        m->fd = -1;
-        atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-        m->poll = p;
-        m->body = NULL; /* no body: close the session */
-        sio__mpsc_push(&p->loop->q, m);
+        tell_loop(p, SIO_MSG_POLL_DATA, NULL, 0); /* no body: close the session */
         return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
     }
     if ((p->upgrading || p->probing > 0) && p->out_len == 0) {
@@ -309,12 +312,7 @@ static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
         METRIC_ADD(polling_requests_held, 1);
         MHD_suspend_connection(conn);
         pthread_mutex_unlock(&p->mu);
-        struct sio_msg *m = xcalloc(1, sizeof(*m));
-        m->type = SIO_MSG_POLL_SYNC;
-        m->fd = -1;
-        atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-        m->poll = p;
-        sio__mpsc_push(&p->loop->q, m);
+        tell_loop(p, SIO_MSG_POLL_SYNC, NULL, 0);
         return MHD_YES;
     }
     /* Mid-POST (batch) the answer is not complete yet: wait, the batch's end wakes us. */
@@ -425,16 +423,9 @@ enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection
             p->client_closed = true;
         pthread_mutex_unlock(&p->mu);
     }
-    struct sio_msg *m = xcalloc(1, sizeof(*m));
-    m->type = SIO_MSG_POLL_DATA;
-    m->fd = -1;
-    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-    m->poll = p;
-    m->body = rq->body ? rq->body : xmalloc(1);
-    m->body_len = rq->body_len;
+    tell_loop(p, SIO_MSG_POLL_DATA, rq->body ? rq->body : xmalloc(1), rq->body_len);
     rq->body = NULL;
     rq->body_len = 0;
-    sio__mpsc_push(&p->loop->q, m);
     static const char ok[] = "ok";
     return reply(e, conn, MHD_HTTP_OK, "text/html", ok, 2);
 }

@@ -59,6 +59,22 @@ async function handshake(gw, extra = '') {
 }
 const pollUrl = (gw, sid) => `${gw.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`;
 
+// A raw WebSocket probing the upgrade of polling session sid, open; until(text) waits for a
+// message.
+async function openProbe(gw, sid) {
+  const WebSocket = require('ws');
+  const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket&sid=${sid}`);
+  const msgs = [];
+  let notify = () => {};
+  ws.on('message', (d) => { msgs.push(d.toString()); notify(); });
+  await withTimeout(new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); }), 5000, 'probe open');
+  const until = (text) => withTimeout(new Promise((res) => {
+    notify = () => { if (msgs.includes(text)) res(); };
+    notify();
+  }), 5000, `"${text}" on the probe`);
+  return { ws, until };
+}
+
 describe('polling: socket.io-client', () => {
   let gw;
   before(async () => { gw = await startGateway(); });
@@ -242,41 +258,30 @@ describe('polling: raw requests', () => {
     // The reference server reads the WebSocket's "5" before a GET sent after it; here they
     // arrive on different threads, so the GET waits for the probe to be read. Repeated, as
     // a race would otherwise pass by luck.
-    const WebSocket = require('ws');
     for (let i = 0; i < 15; i++) {
       const { open } = await handshake(gw);
-      const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket&sid=${open.sid}`);
-      const msgs = [];
-      let notify = () => {};
-      ws.on('message', (d) => { msgs.push(d.toString()); notify(); });
-      await withTimeout(new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); }), 5000, 'probe open');
+      const { ws } = await openProbe(gw, open.sid);
       // as the official suite does: "2probe" and "5" at once, then the GET
       ws.send('2probe');
       ws.send('5');
       const r = await fetch(pollUrl(gw, open.sid));
       assert.equal(r.status, 400, `iteration ${i}: a GET after "5"`);
       await r.text();
-      ws.send('4hello'); // a message (Socket.IO would see a malformed packet): the WebSocket carries the session
       ws.close();
     }
   });
 
   test('a GET after "3probe" without "5" gets a noop, and the upgrade still completes', T, async () => {
-    const WebSocket = require('ws');
     const { open } = await handshake(gw);
-    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/socket.io/?EIO=4&transport=websocket&sid=${open.sid}`);
-    const msgs = [];
-    let notify = () => {};
-    ws.on('message', (d) => { msgs.push(d.toString()); notify(); });
-    await withTimeout(new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); }), 5000, 'probe open');
+    const { ws, until } = await openProbe(gw, open.sid);
     ws.send('2probe');
-    await withTimeout(new Promise((res) => { notify = () => msgs.includes('3probe') && res(); notify(); }), 5000, '3probe');
+    await until('3probe');
     const r = await withTimeout(fetch(pollUrl(gw, open.sid)), 5000, 'the GET answered');
     assert.equal(r.status, 200);
     assert.equal(await r.text(), '6');
     ws.send('5');
     ws.send('2');
-    await withTimeout(new Promise((res) => { notify = () => msgs.includes('3') && res(); notify(); }), 5000, 'pong on the WebSocket');
+    await until('3'); // the pong, on the WebSocket
     const after = await fetch(pollUrl(gw, open.sid));
     assert.equal(after.status, 400);
     await after.text();
