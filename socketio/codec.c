@@ -288,29 +288,25 @@ void sio_decoder_reset(struct sio_decoder *d)
     memset(d, 0, sizeof(*d));
 }
 
-/* True when s[0..n) is valid UTF-8 without control characters (a namespace). */
-static bool nsp_chars_ok(const uint8_t *s, size_t n)
+bool sio_utf8_valid(const uint8_t *s, size_t n, bool allow_controls)
 {
     size_t i = 0;
     while (i < n) {
         uint8_t c = s[i];
         if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
+            if (!allow_controls && (c < 0x20 || c == 0x7f))
                 return false;
             i++;
             continue;
         }
         size_t k;
-        uint32_t cp;
+        uint32_t cp, min;
         if (c >= 0xc2 && c <= 0xdf) {
-            k = 1;
-            cp = c & 0x1f;
+            k = 1, cp = c & 0x1f, min = 0x80;
         } else if (c >= 0xe0 && c <= 0xef) {
-            k = 2;
-            cp = c & 0x0f;
+            k = 2, cp = c & 0x0f, min = 0x800;
         } else if (c >= 0xf0 && c <= 0xf4) {
-            k = 3;
-            cp = c & 0x07;
+            k = 3, cp = c & 0x07, min = 0x10000;
         } else {
             return false;
         }
@@ -319,11 +315,10 @@ static bool nsp_chars_ok(const uint8_t *s, size_t n)
         for (size_t j = 1; j <= k; j++) {
             if ((s[i + j] & 0xc0) != 0x80)
                 return false;
-            cp = cp << 6 | (s[i + j] & 0x3f);
+            cp = (cp << 6) | (s[i + j] & 0x3f);
         }
         /* Overlong forms, surrogates and values past U+10FFFF. */
-        if ((k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
             return false;
         i += k + 1;
     }
@@ -419,7 +414,7 @@ static int sio_parse_text(const uint8_t *s, size_t len, const struct sio_limits 
         size_t nlen = i - start;
         if (nlen >= SIO_NSP_MAX)
             return CODEC_ERR_TOO_LARGE;
-        if (!nsp_chars_ok(s + start, nlen))
+        if (!sio_utf8_valid(s + start, nlen, false))
             return CODEC_ERR_MALFORMED;
         memcpy(p->nsp, s + start, nlen);
         p->nsp[nlen] = '\0';

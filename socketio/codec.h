@@ -63,6 +63,11 @@ int eio_decode_payload(const uint8_t *body, size_t len, eio_packet_cb cb, void *
 void eio_payload_append(char **buf, size_t *len, size_t *cap, enum eio_type type, bool binary,
                         const uint8_t *data, size_t data_len);
 
+/* True when s[0..n) is valid UTF-8 (RFC 3629: no overlong forms, no surrogates, at most
+ * U+10FFFF), as RFC 6455 requires of text messages; without allow_controls, C0 controls and
+ * DEL are refused too (a Socket.IO namespace). */
+bool sio_utf8_valid(const uint8_t *s, size_t n, bool allow_controls);
+
 /* The open packet's JSON: {"sid","upgrades","pingInterval","pingTimeout","maxPayload"}.
  * Returns a malloc'ed "0{...}" string and its length. */
 char *eio_encode_open(const char *sid, bool offer_websocket_upgrade, int64_t ping_interval_ms,

@@ -119,8 +119,8 @@ int sio__ws_accept(const char *key, char out[29])
     memcpy(buf + klen, guid, sizeof(guid) - 1);
     unsigned char sha[EVP_MAX_MD_SIZE];
     unsigned int shalen = 0;
-    if (util_sha1() == NULL ||
-        EVP_Digest(buf, klen + sizeof(guid) - 1, sha, &shalen, util_sha1(), NULL) != 1 ||
+    const EVP_MD *sha1 = util_sha1();
+    if (sha1 == NULL || EVP_Digest(buf, klen + sizeof(guid) - 1, sha, &shalen, sha1, NULL) != 1 ||
         shalen != 20)
         return -1;
     EVP_EncodeBlock((unsigned char *)out, sha, 20);
@@ -710,42 +710,6 @@ static bool ws_idle(const struct sio_conn *c)
            (c->aux == NULL || c->aux->pre == NULL);
 }
 
-/* True when s[0..n) is valid UTF-8 (RFC 3629: no overlong forms, no surrogates, at most
- * U+10FFFF), as RFC 6455 requires of text messages. */
-static bool utf8_valid(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint32_t cp, min;
-        if (c >= 0xc2 && c <= 0xdf) {
-            k = 1, cp = c & 0x1f, min = 0x80;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            k = 2, cp = c & 0x0f, min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            k = 3, cp = c & 0x07, min = 0x10000;
-        } else {
-            return false;
-        }
-        if (n - i <= k)
-            return false;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + j] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += k + 1;
-    }
-    return true;
-}
-
 /* The fast path of an idle connection: complete, final, masked text or binary frames of at
  * most SIO_FAST_MAX bytes (pongs, acks, small events, and the Socket.IO CONNECT with its
  * token: nearly all client traffic) are unmasked and handed to the session without creating a
@@ -780,7 +744,7 @@ static size_t fast_frames(struct sio_conn *c, const uint8_t *p, size_t n)
         uint8_t msg[SIO_FAST_MAX];
         for (size_t i = 0; i < len; i++)
             msg[i] = src[i] ^ key[i & 3];
-        if (op == WSLAY_TEXT_FRAME && !utf8_valid(msg, len))
+        if (op == WSLAY_TEXT_FRAME && !sio_utf8_valid(msg, len, true))
             break; /* wslay closes with 1007 */
         off += hlen + len;
         sio__session_on_message(c, msg, len, op == WSLAY_BINARY_FRAME);
@@ -1380,6 +1344,19 @@ static void on_shutdown(struct sio_loop *l)
     }
 }
 
+/* A polling handshake the stopping loop does not take: the session is closed and its
+ * handshake GET, which waits for the open packet, is let go. */
+static void poll_refuse(struct sio_poll *p)
+{
+    pthread_mutex_lock(&p->mu);
+    p->closed = true;
+    if (p->waiting != NULL) {
+        MHD_resume_connection(p->waiting);
+        p->waiting = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
 static void drain_queue(struct sio_loop *l)
 {
     struct sio_msg *m = mpsc_take(&l->q);
@@ -1420,13 +1397,7 @@ static void drain_queue(struct sio_loop *l)
             break;
         case SIO_MSG_NEW_POLL:
             if (l->stopping) {
-                pthread_mutex_lock(&m->poll->mu);
-                m->poll->closed = true;
-                if (m->poll->waiting != NULL) {
-                    MHD_resume_connection(m->poll->waiting);
-                    m->poll->waiting = NULL;
-                }
-                pthread_mutex_unlock(&m->poll->mu);
+                poll_refuse(m->poll);
             } else {
                 conn_new_poll(l, m);
             }
@@ -1643,16 +1614,8 @@ void sio__loop_destroy(struct sio_loop *l)
             sio__kick_wait_done(m->wait, 0);
         if (m->type == SIO_MSG_NEW_CONN && m->fd >= 0)
             close(m->fd);
-        if (m->type == SIO_MSG_NEW_POLL && m->poll != NULL) {
-            /* its handshake GET waits: let it go */
-            pthread_mutex_lock(&m->poll->mu);
-            m->poll->closed = true;
-            if (m->poll->waiting != NULL) {
-                MHD_resume_connection(m->poll->waiting);
-                m->poll->waiting = NULL;
-            }
-            pthread_mutex_unlock(&m->poll->mu);
-        }
+        if (m->type == SIO_MSG_NEW_POLL && m->poll != NULL)
+            poll_refuse(m->poll);
         sio_msg_free(m);
         m = next;
     }

@@ -990,6 +990,34 @@ static void test_sio_nested_json(void **state)
 
 /* ---- base64 helper ---------------------------------------------------------------------- */
 
+/* The one UTF-8 check of text frames (controls allowed) and namespaces (controls refused). */
+static void test_utf8_valid(void **state)
+{
+    (void)state;
+    struct {
+        const char *s;
+        bool text, nsp;
+    } cases[] = {
+        {"", true, true},
+        {"/chat", true, true},
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", true, true}, /* 2, 3, 4 bytes */
+        {"tab\there", true, false},                                /* a control */
+        {"del\x7f", true, false},
+        {"\xc0\xaf", false, false},         /* overlong '/' */
+        {"\xe0\x80\xaf", false, false},     /* overlong, 3 bytes */
+        {"\xed\xa0\x80", false, false},     /* a surrogate */
+        {"\xf4\x90\x80\x80", false, false}, /* past U+10FFFF */
+        {"\xe2\x82", false, false},         /* cut short */
+        {"\x80", false, false},             /* a lone continuation byte */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const uint8_t *u = (const uint8_t *)cases[i].s;
+        size_t n = strlen(cases[i].s);
+        assert_int_equal(sio_utf8_valid(u, n, true), cases[i].text);
+        assert_int_equal(sio_utf8_valid(u, n, false), cases[i].nsp);
+    }
+}
+
 static void test_b64_roundtrip(void **state)
 {
     (void)state;
@@ -1042,6 +1070,7 @@ int main(void)
         cmocka_unit_test(test_sio_limit_bytes),
         cmocka_unit_test(test_sio_nested_json),
         cmocka_unit_test(test_b64_roundtrip),
+        cmocka_unit_test(test_utf8_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
