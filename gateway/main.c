@@ -196,6 +196,18 @@ static void hook_engine_ws_take(void *cls, int fd, const struct http_ws_head *h)
     sio_engine_ws_take(((struct gw_app *)cls)->engine, fd, &hs);
 }
 
+static int hook_engine_loops(void *cls)
+{
+    return sio_engine_loops(((struct gw_app *)cls)->engine);
+}
+
+static bool hook_engine_host(void *cls, int i, const struct http_hosted *w)
+{
+    struct sio_hosted h = {
+        .fd = w->fd, .index = w->index, .run = w->run, .release = w->release, .arg = w->arg};
+    return sio_engine_host(((struct gw_app *)cls)->engine, i, &h);
+}
+
 static int hook_disconnect_user(void *cls, const char *user_id)
 {
     return sio_engine_disconnect_user(((struct gw_app *)cls)->engine, user_id);
@@ -324,6 +336,8 @@ int main(int argc, char **argv)
         .maintenance_cleanup = hook_maint_cleanup,
         .engine_ws_accepts = hook_engine_ws_accepts,
         .engine_ws_take = hook_engine_ws_take,
+        .engine_loops = hook_engine_loops,
+        .engine_host = hook_engine_host,
     };
     struct http_server *http = http_start(&cfg, store, auth, throttle, &hooks);
     if (http == NULL)

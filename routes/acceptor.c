@@ -28,11 +28,17 @@
  * pass, and every ROUTE_ACCEPT_PAUSE_MS while paused, since libmicrohttpd frees connections
  * without telling the acceptor).
  *
- * DESIGN (threads). nthreads workers (http.c starts half as many as libmicrohttpd's threads,
- * at least one) each run an epoll loop and own the sockets they accepted; they share the listening
- * socket (EPOLLEXCLUSIVE: a connection wakes one) and an atomic count of held sockets for the
- * limit. route__acceptor_quiesce and route__acceptor_stop talk to them through flags and one
- * eventfd each. Callbacks run on the worker threads, several at once.
+ * DESIGN (threads). nworkers workers each have an epoll set and own the sockets they
+ * accepted; they share the listening socket (EPOLLEXCLUSIVE: a connection wakes one) and an
+ * atomic count of held sockets for the limit. route__acceptor_quiesce and route__acceptor_stop
+ * talk to them through flags and one eventfd each. A worker runs either on its own thread
+ * (acceptor_main) or, hosted, inside another event loop: the host polls the worker's epoll fd
+ * (route__acceptor_fd) and calls route__acceptor_run on its own thread when it is readable, so
+ * that the callbacks (ws_take above all) run on the thread that serves the socket next, with no
+ * hand-off. A hosted worker keeps its deadlines (slowloris, the pause at the limit) in a
+ * timerfd inside its epoll set; route__acceptor_release gives it a thread of its own when the
+ * host stops (the listening socket must keep serving until route__acceptor_quiesce). Callbacks
+ * run on the workers' threads, several at once.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -44,6 +50,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <utlist.h>
@@ -83,21 +90,24 @@ struct route_acceptor {
     struct acc_worker *workers;
 };
 
-/* One accept thread: its epoll set and the sockets it accepted. */
+/* One accept worker: its epoll set and the sockets it accepted. */
 struct acc_worker {
     struct route_acceptor *g;
     int epfd;
     int efd;
-    bool listening; /* lfd in this epoll set */
-    bool paused;    /* at the connection limit */
-    bool started;
+    int tfd;          /* hosted: the next deadline (-1 on a thread, which uses a timeout) */
+    int64_t armed_ms; /* hosted: what tfd is armed for (INT64_MAX: disarmed) */
+    bool listening;   /* lfd in this epoll set */
+    bool paused;      /* at the connection limit */
+    bool started;     /* its own thread runs */
+    bool hosted;      /* a host loop drives it (until released) */
     pthread_t thread;
     struct acc_conn *conns;
     char buf[ROUTE_ACCEPT_PEEK + 1];
 };
 
-/* epoll tags of the two non-connection fds */
-static char tag_listen, tag_wake;
+/* epoll tags of the three non-connection fds */
+static char tag_listen, tag_wake, tag_timer;
 
 /* --- the head parser ------------------------------------------------------------------------ */
 
@@ -425,55 +435,71 @@ static int64_t expire(struct acc_worker *a, int64_t now)
     return a->conns != NULL ? a->conns->deadline_ms : INT64_MAX;
 }
 
+/* One pass: deadlines, the pause at the limit, then the events (waiting up to wait_ms, -1 for
+ * the next deadline; 0 for a hosted pass). Returns the monotonic time of the next deadline
+ * (INT64_MAX: none). */
+static int64_t worker_pass(struct acc_worker *a, int wait_ms)
+{
+    struct epoll_event evs[ROUTE_ACCEPT_EVENTS];
+    int64_t now = util_mono_ms();
+    int64_t next = expire(a, now);
+
+    bool quiesced = atomic_load(&a->g->quiesce);
+    if (quiesced) {
+        listen_set(a, false);
+        a->paused = false;
+    }
+    if (a->paused && !quiesced && !at_limit(a)) {
+        a->paused = false;
+        listen_set(a, true);
+    }
+    if (a->paused && next > now + ROUTE_ACCEPT_PAUSE_MS)
+        next = now + ROUTE_ACCEPT_PAUSE_MS;
+    int timeout = wait_ms;
+    if (timeout < 0 && next != INT64_MAX)
+        timeout = next - now > 1000 ? 1000 : (int)(next - now);
+
+    int n = epoll_wait(a->epfd, evs, ROUTE_ACCEPT_EVENTS, timeout);
+    if (n < 0) {
+        if (errno != EINTR)
+            log_warn("%s: epoll_wait", __func__);
+        return next;
+    }
+    bool accept_ready = false;
+    for (int i = 0; i < n; i++) {
+        void *tag = evs[i].data.ptr;
+        if (tag == &tag_listen) {
+            accept_ready = true;
+        } else if (tag == &tag_wake) {
+            uint64_t v;
+            (void)read(a->efd, &v, sizeof(v));
+        } else if (tag == &tag_timer) {
+            uint64_t v;
+            (void)read(a->tfd, &v, sizeof(v));
+            a->armed_ms = INT64_MAX;
+        } else {
+            on_readable(a, tag, evs[i].events);
+        }
+    }
+    /* Accept after serving the ready heads: a connection passed on above frees a slot, and
+     * the ones just accepted were registered after this batch of events. */
+    if (accept_ready && !atomic_load(&a->g->quiesce))
+        accept_some(a);
+    if (n > 0) {
+        /* what this pass did may have moved the next deadline */
+        next = a->conns != NULL ? a->conns->deadline_ms : INT64_MAX;
+        if (a->paused && next > util_mono_ms() + ROUTE_ACCEPT_PAUSE_MS)
+            next = util_mono_ms() + ROUTE_ACCEPT_PAUSE_MS;
+    }
+    return next;
+}
+
 static void *acceptor_main(void *arg)
 {
     struct acc_worker *a = arg;
     util_thread_name("accept");
-    struct epoll_event evs[ROUTE_ACCEPT_EVENTS];
-
-    while (!atomic_load(&a->g->stop)) {
-        int64_t now = util_mono_ms();
-        int64_t next = expire(a, now);
-        int timeout = -1;
-
-        bool quiesced = atomic_load(&a->g->quiesce);
-        if (quiesced) {
-            listen_set(a, false);
-            a->paused = false;
-        }
-        if (a->paused && !quiesced && !at_limit(a)) {
-            a->paused = false;
-            listen_set(a, true);
-        }
-        if (next != INT64_MAX)
-            timeout = next - now > 1000 ? 1000 : (int)(next - now);
-        if (a->paused && (timeout < 0 || timeout > ROUTE_ACCEPT_PAUSE_MS))
-            timeout = ROUTE_ACCEPT_PAUSE_MS;
-
-        int n = epoll_wait(a->epfd, evs, ROUTE_ACCEPT_EVENTS, timeout);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            log_warn("%s: epoll_wait", __func__);
-            break;
-        }
-        bool accept_ready = false;
-        for (int i = 0; i < n; i++) {
-            void *tag = evs[i].data.ptr;
-            if (tag == &tag_listen) {
-                accept_ready = true;
-            } else if (tag == &tag_wake) {
-                uint64_t v;
-                (void)read(a->efd, &v, sizeof(v));
-            } else {
-                on_readable(a, tag, evs[i].events);
-            }
-        }
-        /* Accept after serving the ready heads: a connection passed on above frees a slot,
-         * and the ones just accepted were registered after this batch of events. */
-        if (accept_ready && !atomic_load(&a->g->quiesce))
-            accept_some(a);
-    }
+    while (!atomic_load(&a->g->stop))
+        (void)worker_pass(a, -1);
     return NULL;
 }
 
@@ -483,17 +509,22 @@ static void worker_close(struct acc_worker *w)
 {
     while (w->conns != NULL)
         conn_close(w, w->conns);
+    if (w->tfd >= 0)
+        close(w->tfd);
     if (w->efd >= 0)
         close(w->efd);
     if (w->epfd >= 0)
         close(w->epfd);
 }
 
-static int worker_init(struct route_acceptor *a, struct acc_worker *w)
+static int worker_init(struct route_acceptor *a, struct acc_worker *w, bool hosted)
 {
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_wake};
+    struct epoll_event tev = {.events = EPOLLIN, .data.ptr = &tag_timer};
 
     w->g = a;
+    w->hosted = hosted;
+    w->armed_ms = INT64_MAX;
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->epfd < 0 || w->efd < 0) {
@@ -503,6 +534,13 @@ static int worker_init(struct route_acceptor *a, struct acc_worker *w)
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->efd, &ev) != 0) {
         log_warn("%s: epoll_ctl", __func__);
         return -1;
+    }
+    if (hosted) {
+        w->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (w->tfd < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->tfd, &tev) != 0) {
+            log_warn("%s: timerfd", __func__);
+            return -1;
+        }
     }
     listen_set(w, true);
     return w->listening ? 0 : -1;
@@ -521,15 +559,33 @@ static void stop_workers(struct route_acceptor *a)
     atomic_store(&a->stop, true);
     wake_all(a);
     for (int i = 0; i < a->nworkers; i++) {
-        if (a->workers[i].started)
-            pthread_join(a->workers[i].thread, NULL);
-        worker_close(&a->workers[i]);
+        struct acc_worker *w = &a->workers[i];
+        if (w->hosted && !w->started) {
+            /* Its host may still poll it: leave its descriptors alone (a bug of the caller,
+             * which must stop the host first). */
+            log_warnx("%s: accept worker %d is still hosted", __func__, i);
+            continue;
+        }
+        if (w->started)
+            pthread_join(w->thread, NULL);
+        worker_close(w);
     }
     free(a->workers);
 }
 
-struct route_acceptor *route__acceptor_start(int listen_fd, int nthreads, int64_t timeout_ms,
-                                             unsigned limit, const struct route_acceptor_ops *ops)
+static int worker_spawn(struct acc_worker *w)
+{
+    if (pthread_create(&w->thread, NULL, acceptor_main, w) != 0) {
+        log_warnx("%s: cannot start an acceptor thread", __func__);
+        return -1;
+    }
+    w->started = true;
+    return 0;
+}
+
+struct route_acceptor *route__acceptor_start(int listen_fd, int nworkers, bool hosted,
+                                             int64_t timeout_ms, unsigned limit,
+                                             const struct route_acceptor_ops *ops)
 {
     static const char body[] =
         "{\"error\":\"request_timeout\",\"message\":\"the request was not complete in time\"}";
@@ -545,26 +601,59 @@ struct route_acceptor *route__acceptor_start(int listen_fd, int nthreads, int64_
     a->timeout_ms = timeout_ms;
     a->limit = limit > 0 ? limit : 1;
     atomic_init(&a->held, 0);
-    a->nworkers = nthreads > 0 ? nthreads : 1;
+    a->nworkers = nworkers > 0 ? nworkers : 1;
     a->workers = xcalloc((size_t)a->nworkers, sizeof(*a->workers));
     for (int i = 0; i < a->nworkers; i++)
-        a->workers[i].epfd = a->workers[i].efd = -1;
+        a->workers[i].epfd = a->workers[i].efd = a->workers[i].tfd = -1;
     for (int i = 0; i < a->nworkers; i++) {
         struct acc_worker *w = &a->workers[i];
-        if (worker_init(a, w) != 0)
+        if (worker_init(a, w, hosted) != 0 || (!hosted && worker_spawn(w) != 0))
             goto fail;
-        if (pthread_create(&w->thread, NULL, acceptor_main, w) != 0) {
-            log_warnx("%s: cannot start an acceptor thread", __func__);
-            goto fail;
-        }
-        w->started = true;
     }
     return a;
 
 fail:
+    for (int i = 0; i < a->nworkers; i++)
+        a->workers[i].hosted = false; /* nobody hosts them yet */
     stop_workers(a);
     free(a);
     return NULL;
+}
+
+int route__acceptor_workers(const struct route_acceptor *a)
+{
+    return a->nworkers;
+}
+
+int route__acceptor_fd(const struct route_acceptor *a, int i)
+{
+    return a->workers[i].epfd;
+}
+
+void route__acceptor_run(struct route_acceptor *a, int i)
+{
+    struct acc_worker *w = &a->workers[i];
+    int64_t next = worker_pass(w, 0);
+    /* Only an earlier deadline is worth a syscall: a timer armed for a later or a vanished
+     * one fires, finds nothing due, and the pass after it arms the right one. */
+    if (next >= w->armed_ms || atomic_load_explicit(&a->stop, memory_order_relaxed))
+        return;
+    /* util_mono_ms counts CLOCK_MONOTONIC milliseconds */
+    struct itimerspec its = {0};
+    its.it_value.tv_sec = next / 1000;
+    its.it_value.tv_nsec = (next % 1000) * 1000000L + 1;
+    if (timerfd_settime(w->tfd, TFD_TIMER_ABSTIME, &its, NULL) != 0)
+        log_warn("%s: timerfd_settime", __func__);
+    else
+        w->armed_ms = next;
+}
+
+int route__acceptor_release(struct route_acceptor *a, int i)
+{
+    struct acc_worker *w = &a->workers[i];
+    if (!w->hosted || w->started)
+        return 0;
+    return worker_spawn(w);
 }
 
 void route__acceptor_quiesce(struct route_acceptor *a)

@@ -789,6 +789,18 @@ static void acc_ws_take(void *cls, int fd, const struct http_ws_head *h)
     s->v.hooks->engine_ws_take(s->v.hooks->cls, fd, h);
 }
 
+static void acc_host_run(void *arg, int i)
+{
+    route__acceptor_run(((struct http_server *)arg)->acc, i);
+}
+
+static void acc_host_release(void *arg, int i)
+{
+    struct http_server *s = arg;
+    if (route__acceptor_release(s->acc, i) != 0)
+        log_warnx("%s: accept worker %d stopped: no thread for it", __func__, i);
+}
+
 static void acc_pass(void *cls, int fd, const struct sockaddr *sa, socklen_t salen)
 {
     struct http_server *s = cls;
@@ -934,19 +946,36 @@ struct http_server *http_start(const struct gw_config *cfg, struct store *store,
         .pass = acc_pass,
         .others = acc_others,
     };
-    /* Half as many accept threads as HTTP threads: one accept thread takes more than 20 000
-     * connects/s (a peeked head, a parse, a hand-off), and on 2 cores a second one cost
-     * ≈ 15 % more CPU per Socket.IO connect than it saved (bench/results). */
-    unsigned accept_threads = threads / 2 > 0 ? threads / 2 : 1;
-    s->acc = route__acceptor_start(lfd, (int)accept_threads, s->timeout_ms, limit, &ops);
+    /* Accept on the engine's loops when it can host them: a WebSocket is then taken on the
+     * thread that serves it, with no hand-off between threads (bench/results). Otherwise half
+     * as many accept threads as HTTP threads: one takes more than 20 000 connects/s, and on 2
+     * cores a second one cost ≈ 15 % more CPU per Socket.IO connect than it saved. */
+    int hosts = hooks != NULL && hooks->engine_loops != NULL && hooks->engine_host != NULL
+                    ? hooks->engine_loops(hooks->cls)
+                    : 0;
+    unsigned accept_workers = hosts > 0 ? (unsigned)hosts : threads / 2 > 0 ? threads / 2 : 1;
+    s->acc = route__acceptor_start(lfd, (int)accept_workers, hosts > 0, s->timeout_ms, limit, &ops);
     if (s->acc == NULL) {
         close(lfd);
         goto fail_watchdog;
     }
-    log_debug(
-        "%s: %u HTTP threads, %u accept threads, connection limit %u, request timeout %" PRId64
-        " ms",
-        __func__, threads, accept_threads, limit, s->timeout_ms);
+    unsigned hosted = 0;
+    for (int i = 0; i < hosts; i++) {
+        struct http_hosted w = {
+            .fd = route__acceptor_fd(s->acc, i),
+            .index = i,
+            .run = acc_host_run,
+            .release = acc_host_release,
+            .arg = s,
+        };
+        if (hooks->engine_host(hooks->cls, i, &w))
+            hosted++;
+        else if (route__acceptor_release(s->acc, i) != 0)
+            log_warnx("%s: accept worker %d has neither a loop nor a thread", __func__, i);
+    }
+    log_debug("%s: %u HTTP threads, %u accept workers (%u on the engine's loops), connection "
+              "limit %u, request timeout %" PRId64 " ms",
+              __func__, threads, accept_workers, hosted, limit, s->timeout_ms);
     return s;
 
 fail_watchdog:

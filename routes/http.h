@@ -37,6 +37,15 @@ struct http_ws_head {
     size_t len;                /* bytes of the head, the final CRLFCRLF included */
 };
 
+/* One accept worker handed to a host loop (http_hooks.engine_host). */
+struct http_hosted {
+    int fd;
+    int index;
+    void (*run)(void *arg, int index);
+    void (*release)(void *arg, int index);
+    void *arg;
+};
+
 struct http_hooks {
     void *cls;
     /* Handles a request under /socket.io/ (or /engine.io/): the same contract as an MHD access
@@ -66,6 +75,14 @@ struct http_hooks {
      * when done, or closes it at once when it cannot take it any more). */
     bool (*engine_ws_accepts)(void *cls, const struct http_ws_head *h);
     void (*engine_ws_take)(void *cls, int fd, const struct http_ws_head *h);
+    /* Accepting on the engine's own loops (both NULL: on accept threads). engine_loops: how
+     * many loops can each drive one accept worker. engine_host: hands worker i to loop i, which
+     * from then on polls w->fd and calls w->run(w->arg, w->index) on its thread when it is
+     * readable, so that engine_ws_take runs on the loop that serves the socket; false when that
+     * loop cannot (the worker gets a thread). A loop that stops calls w->release(w->arg, w->index)
+     * and never w->run again; it must do so before http_stop. */
+    int (*engine_loops)(void *cls);
+    bool (*engine_host)(void *cls, int i, const struct http_hosted *w);
 };
 
 struct http_server;

@@ -154,8 +154,7 @@ bool route__live(struct route_req *r, const char *person_id);
 extern const struct route_def route__table[];
 extern const size_t route__table_len;
 
-/* acceptor.c: the gateway's own accept loop in front of libmicrohttpd. Callbacks run on the
- * acceptor thread. */
+/* acceptor.c: the gateway's own accept loop in front of libmicrohttpd. */
 struct route_acceptor;
 struct route_acceptor_ops {
     void *cls;
@@ -169,14 +168,26 @@ struct route_acceptor_ops {
     /* Connections held elsewhere that count against the limit (libmicrohttpd's). */
     unsigned (*others)(void *cls);
 };
-/* Starts the acceptor on a listening socket (non-blocking), with nthreads accept threads.
- * On success it owns listen_fd; on failure (NULL, logged) the caller still does. ops is
- * copied; its callbacks may run on several acceptor threads at once. */
-struct route_acceptor *route__acceptor_start(int listen_fd, int nthreads, int64_t timeout_ms,
-                                             unsigned limit, const struct route_acceptor_ops *ops);
+/* Starts the acceptor on a listening socket (non-blocking) with nworkers workers: each on a
+ * thread of its own, or, hosted, none started: a host loop drives each (route__acceptor_fd,
+ * route__acceptor_run) until it hands it back (route__acceptor_release). On success it owns
+ * listen_fd; on failure (NULL, logged) the caller still does. ops is copied; its callbacks run
+ * on the workers' threads (a host's for a hosted worker), several at once. */
+struct route_acceptor *route__acceptor_start(int listen_fd, int nworkers, bool hosted,
+                                             int64_t timeout_ms, unsigned limit,
+                                             const struct route_acceptor_ops *ops);
+int route__acceptor_workers(const struct route_acceptor *a);
+/* Hosted worker i: an fd (epoll) that is readable when it has work, and one non-blocking pass
+ * of its work, to call on the host's thread when that fd is readable. */
+int route__acceptor_fd(const struct route_acceptor *a, int i);
+void route__acceptor_run(struct route_acceptor *a, int i);
+/* The host of worker i stops driving it: it gets a thread of its own (a no-op for a worker that
+ * has one). 0, or -1 when the thread cannot start. */
+int route__acceptor_release(struct route_acceptor *a, int i);
 /* Stops accepting at once; heads still arriving are served. Main thread. */
 void route__acceptor_quiesce(struct route_acceptor *a);
-/* Joins the thread and closes the held connections and the listening socket. */
+/* Joins the threads and closes the held connections and the listening socket. Every hosted
+ * worker must have been released first. */
 void route__acceptor_stop(struct route_acceptor *a);
 /* The strict head parser (in place; see acceptor.c). */
 bool route__ws_head_parse(char *buf, size_t len, struct http_ws_head *out);

@@ -206,6 +206,23 @@ static void workers_stop(struct sio_engine *e)
     e->nworkers = 0;
 }
 
+int sio_engine_loops(const struct sio_engine *e)
+{
+    return e->nloops;
+}
+
+bool sio_engine_host(struct sio_engine *e, int i, const struct sio_hosted *h)
+{
+    if (i < 0 || i >= e->nloops || !e->loops[i].started || !atomic_load(&e->running))
+        return false;
+    struct sio_msg *m = xcalloc(1, sizeof(*m));
+    m->type = SIO_MSG_HOST;
+    m->fd = -1;
+    m->host = *h;
+    sio__mpsc_push(&e->loops[i].q, m);
+    return true;
+}
+
 void sio_engine_shutdown(struct sio_engine *e)
 {
     if (e == NULL || !atomic_load(&e->running))

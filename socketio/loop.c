@@ -1357,6 +1357,52 @@ static void poll_refuse(struct sio_poll *p)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* ---- a hosted source (sio_engine_host) ------------------------------------------------ */
+
+static _Thread_local struct sio_loop *tls_loop;
+
+struct sio_loop *sio__loop_current(void)
+{
+    return tls_loop;
+}
+
+static void host_start(struct sio_loop *l, const struct sio_hosted *h)
+{
+    if (l->hosting || l->stopping) {
+        h->release(h->arg, h->index);
+        return;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->host};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, h->fd, &ev) != 0) {
+        log_warn("loop %d: epoll_ctl(ADD, hosted %d)", l->idx, h->fd);
+        h->release(h->arg, h->index);
+        return;
+    }
+    l->host = *h;
+    l->hosting = true;
+}
+
+/* The loop stops driving its source (its thread is about to end). */
+static void host_stop(struct sio_loop *l)
+{
+    if (!l->hosting)
+        return;
+    l->hosting = false;
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, l->host.fd, NULL);
+    l->host.release(l->host.arg, l->host.index);
+}
+
+void sio__loop_take(struct sio_loop *l, struct sio_msg *m)
+{
+    if (l->stopping) {
+        close(m->fd);
+        m->fd = -1;
+    } else {
+        conn_new(l, m);
+    }
+    sio_msg_free(m);
+}
+
 static void drain_queue(struct sio_loop *l)
 {
     struct sio_msg *m = mpsc_take(&l->q);
@@ -1371,6 +1417,9 @@ static void drain_queue(struct sio_loop *l)
             } else {
                 conn_new(l, m);
             }
+            break;
+        case SIO_MSG_HOST:
+            host_start(l, &m->host);
             break;
         case SIO_MSG_AUTH_RESULT:
             c = sio__conn_find(l, m->cfd, m->serial);
@@ -1499,6 +1548,7 @@ void *sio__loop_main(void *arg)
     char tname[16];
     snprintf(tname, sizeof(tname), "loop%d", l->idx);
     util_thread_name(tname);
+    tls_loop = l;
     struct epoll_event evs[256];
     for (;;) {
         timer_arm(l);
@@ -1519,6 +1569,12 @@ void *sio__loop_main(void *arg)
             }
             if (p == &l->tfd) {
                 run_timers(l);
+                continue;
+            }
+            if (p == &l->host) {
+                /* accepts: the sockets it takes join this loop here (sio__loop_take) */
+                l->host.run(l->host.arg, l->host.index);
+                flush_dirty(l);
                 continue;
             }
             struct sio_conn *c = p;
@@ -1569,6 +1625,7 @@ void *sio__loop_main(void *arg)
             }
         }
     }
+    host_stop(l);
     return NULL;
 }
 
@@ -1616,6 +1673,9 @@ void sio__loop_destroy(struct sio_loop *l)
             close(m->fd);
         if (m->type == SIO_MSG_NEW_POLL && m->poll != NULL)
             poll_refuse(m->poll);
+        if (m->type == SIO_MSG_HOST) /* its owner may be gone: not released (cannot happen
+                                      * after sio_engine_shutdown, which queues behind it) */
+            log_warnx("loop %d: a hosted source was never driven", l->idx);
         sio_msg_free(m);
         m = next;
     }

@@ -75,6 +75,7 @@ enum sio_msg_type {
     SIO_MSG_NEW_POLL,  /* MHD thread -> loop: a polling handshake */
     SIO_MSG_POLL_DATA, /* MHD thread -> loop: the packets of a polling POST */
     SIO_MSG_POLL_SYNC, /* MHD thread -> loop: a GET waits for the upgrade's probe to be read */
+    SIO_MSG_HOST,      /* any -> loop: a source to drive (sio_engine_host) */
     SIO_JOB_AUTH,      /* loop -> worker */
     SIO_JOB_JOIN,
 };
@@ -123,6 +124,8 @@ struct sio_msg {
     bool announce;          /* send 41 + close 1000 first */
     bool skip_grace;
     struct sio_kick_wait *wait;
+    /* HOST */
+    struct sio_hosted host;
 };
 
 struct sio_mpsc {
@@ -347,6 +350,8 @@ struct sio_loop {
     struct sio_outchunk *chunk_free; /* recycled output queue entries (at most
                                       * SIO_CHUNK_FREE_MAX): none allocated per delivery */
     unsigned nchunk_free;
+    struct sio_hosted host; /* driven while hosting */
+    bool hosting;
 };
 
 /* ---- registry ------------------------------------------------------------------------- */
@@ -434,6 +439,10 @@ void sio__bcast_done(struct sio_bcast *b);
 int sio__loop_init(struct sio_engine *e, struct sio_loop *l, int idx);
 void sio__loop_destroy(struct sio_loop *l);
 void *sio__loop_main(void *arg);
+/* The loop whose thread calls (NULL off the loops). */
+struct sio_loop *sio__loop_current(void);
+/* A NEW_CONN message taken on l's own thread, as the queue would; frees m. */
+void sio__loop_take(struct sio_loop *l, struct sio_msg *m);
 void sio__mpsc_push(struct sio_mpsc *q, struct sio_msg *m);
 /* Output: queue a complete frame to a connection (ref taken). */
 void sio__conn_send_sbuf(struct sio_conn *c, struct sio_sbuf *b);

@@ -51,9 +51,26 @@ struct sio_ws_handshake {
  * any thread. */
 bool sio_engine_ws_accepts(struct sio_engine *e, const struct sio_ws_handshake *h);
 /* Takes fd, whose request head was read off it entirely (nothing after it): the 101 goes out
- * with the Engine.IO open packet from the loop thread that owns it. The engine owns fd from
- * now on (closes it at once when it is shutting down). Any thread. */
+ * with the Engine.IO open packet from the loop thread that owns it (the calling one when it is
+ * a loop running a hosted source). The engine owns fd from now on (closes it at once when it
+ * is shutting down). Any thread. */
 void sio_engine_ws_take(struct sio_engine *e, int fd, const struct sio_ws_handshake *h);
+
+/* A source of work a loop drives on its own thread (an HTTP accept worker): fd is readable
+ * when run has work. */
+struct sio_hosted {
+    int fd;
+    int index;
+    void (*run)(void *arg, int index);     /* one non-blocking pass, on the loop thread */
+    void (*release)(void *arg, int index); /* the loop stops: never runs it again */
+    void *arg;
+};
+/* How many loops there are: each can host one source. */
+int sio_engine_loops(const struct sio_engine *e);
+/* Loop i drives h from now on (copied) until it stops, then calls h->release. False when loop
+ * i does not run (h is not used). Any thread; a sio_engine_ws_take from a hosted run takes the
+ * socket on that loop with no hand-off. */
+bool sio_engine_host(struct sio_engine *e, int i, const struct sio_hosted *h);
 
 /* Closes every connection of the person (no grace), marks it offline, broadcasts. Returns
  * the number of connections closed. Waits for the loops to act (bounded). */

@@ -352,6 +352,12 @@ void sio_engine_ws_take(struct sio_engine *e, int fd, const struct sio_ws_handsh
     else
         sio__free_secret(tok);
     m->eio_echo = sio__conformance_eio_path(e, h->path);
+    /* Accepted by a loop's hosted accept worker: that loop serves it, with no hand-off. */
+    struct sio_loop *self = sio__loop_current();
+    if (self != NULL && self->e == e) {
+        sio__loop_take(self, m);
+        return;
+    }
     unsigned i = atomic_fetch_add_explicit(&e->rr, 1, memory_order_relaxed) % (unsigned)e->nloops;
     sio__mpsc_push(&e->loops[i].q, m);
 }
