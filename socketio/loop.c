@@ -895,7 +895,8 @@ static void conn_reap_now(struct sio_conn *c)
 {
     struct sio_loop *l = c->loop;
     if (c->fd >= 0) {
-        epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        if (!(c->xflags & SIO_XF_SOLE_FD))
+            epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
         if ((size_t)c->fd < l->e->fd_limit && l->by_fd[c->fd] == c)
             l->by_fd[c->fd] = NULL;
         close(c->fd);
@@ -953,6 +954,8 @@ static void conn_new(struct sio_loop *l, struct sio_msg *m)
     c->serial = ((uint64_t)l->idx << 48) | ++l->next_serial;
     util_random_bytes(&c->sid, sizeof(c->sid));
     c->state = SIO_ST_AWAIT_CONNECT;
+    if (m->hello != NULL)
+        c->xflags |= SIO_XF_SOLE_FD;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
         log_warn("epoll_ctl(ADD, %d)", c->fd);

@@ -196,6 +196,10 @@ enum sio_conn_state {
 /* upgraded from polling: its sid stays in the polling map (a second upgrade is refused,
  * polling requests get 400) until the connection closes */
 #define SIO_XF_POLL_SID 0x01u
+/* its fd is the only descriptor of the socket (the accept loop's): close() alone takes it out
+ * of the epoll set, without an EPOLL_CTL_DEL. A socket dup'ed out of libmicrohttpd is not: its
+ * other descriptor may close later, and the registration would outlive ours. */
+#define SIO_XF_SOLE_FD 0x02u
 
 /* WebSocket receive state, allocated with the wslay context and freed with it (STACK-NOTES
  * §9): an idle connection holds neither. */
@@ -391,6 +395,7 @@ struct sio_engine {
     pthread_t *workers;
     pthread_mutex_t wmu;
     pthread_cond_t wcond;
+    int widle; /* workers waiting on wcond (under wmu): a push wakes one only if any */
     struct sio_msg *whead, *wtail;
     bool wstop;
     /* registry */
