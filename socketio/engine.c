@@ -40,8 +40,12 @@ void sio__worker_push(struct sio_engine *e, struct sio_msg *m)
     else
         e->whead = m;
     e->wtail = m;
-    pthread_cond_signal(&e->wcond);
+    bool wake = e->widle > 0;
     pthread_mutex_unlock(&e->wmu);
+    /* After the unlock, so that the woken worker does not block at once on wmu (a second
+     * context switch per job); and only when a worker sleeps: busy ones find it themselves. */
+    if (wake)
+        pthread_cond_signal(&e->wcond);
 }
 
 bool sio__auth_run(struct sio_engine *e, struct sio_msg *m, bool cached)
@@ -110,8 +114,11 @@ static void *worker_main(void *arg)
     util_thread_name("auth");
     for (;;) {
         pthread_mutex_lock(&e->wmu);
-        while (e->whead == NULL && !e->wstop)
+        while (e->whead == NULL && !e->wstop) {
+            e->widle++;
             pthread_cond_wait(&e->wcond, &e->wmu);
+            e->widle--;
+        }
         struct sio_msg *m = e->whead;
         if (m == NULL) {
             pthread_mutex_unlock(&e->wmu);
