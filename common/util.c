@@ -3,6 +3,7 @@
  */
 #include "common/util.h"
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -143,9 +144,29 @@ bool util_header_has_token(const char *value, const char *token)
     return false;
 }
 
+/* Small draws (session ids, one per connect) come from a per-thread pool of OpenSSL's
+ * output, refilled 512 bytes at a time: one DRBG call (with its locks and fork check, a
+ * getpid) per 64 ids instead of one each. Bytes leave the pool once and are wiped. */
+#define RANDOM_POOL 512
+#define RANDOM_POOL_DRAW 32
+
 int util_random_bytes(void *buf, size_t n)
 {
-    return RAND_bytes(buf, (int)n) == 1 ? 0 : -1;
+    static _Thread_local unsigned char pool[RANDOM_POOL];
+    static _Thread_local size_t left;
+
+    if (n > RANDOM_POOL_DRAW)
+        return RAND_bytes(buf, (int)n) == 1 ? 0 : -1;
+    if (left < n) {
+        if (RAND_bytes(pool, RANDOM_POOL) != 1)
+            return -1;
+        left = RANDOM_POOL;
+    }
+    unsigned char *from = pool + RANDOM_POOL - left;
+    memcpy(buf, from, n);
+    OPENSSL_cleanse(from, n);
+    left -= n;
+    return 0;
 }
 
 int util_random_hex(char *out, size_t n)
