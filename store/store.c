@@ -70,6 +70,7 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -1100,6 +1101,12 @@ int store_close(struct store *s, int64_t timeout_ms)
         HASH_DEL(s->_overlay, e);
         free(e);
     }
+    struct store_cache_stats cs;
+    store_cache_get_stats(s, &cs);
+    log_info("%s: person cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64
+             " evictions; %" PRIu64 " batches, %" PRIu64 " rows written",
+             s->_ops->name, cs.hits, cs.misses, cs.evictions, s->_batches_written,
+             s->_rows_written);
     cache_clear(s, true);
     for (int i = 0; i < STORE_CACHE_SHARDS; i++)
         pthread_mutex_destroy(&s->_cache[i].lock);
