@@ -21,7 +21,12 @@
  *    counted. --change msg (bare servers only) makes a change a client text frame instead,
  *    to measure the fan-out ceiling without handshakes.
  *  - connect mode: connects users with C in flight, each up to the CONNECT ack, then closes
- *    it; reports connects per second.
+ *    it; reports connects per second. --connect-order spread (the default) takes the users
+ *    room by room (room 0's first user, room 1's first user, ...), so that the users in flight
+ *    share no room and a connect costs what the bare handshake server does plus
+ *    authentication, registry and rooms, with no user:status to deliver; rooms takes them in
+ *    index order, so that a room's users are online together and each connect and close also
+ *    fans a user:status out to the peers in flight (which close at their ack unread).
  *  - idle mode: opens N connections and holds them for the duration (memory per connection,
  *    read from /proc of --server-pid).
  * With --server-pid it also reports the server's CPU time per delivery and RSS per connection.
@@ -109,6 +114,7 @@ static struct {
     const char *cdf_path; /* --cdf: delivery latency percentiles, one "pct ms" line each */
     int64_t timeout_ns;
     uint32_t user_offset; /* first global user index of this process (several load generators) */
+    bool connect_rooms;   /* --connect-order rooms: users in index order (peers online) */
 } cfg = {
     .mode = MODE_FANOUT,
     .target = TARGET_GATEWAY,
@@ -812,13 +818,23 @@ static void fail_user(uint32_t u, uint64_t *counter)
     }
 }
 
+/* The user of connect number i (connect mode): see --connect-order. */
+static uint32_t connect_user(uint32_t i)
+{
+    i %= cfg.conns;
+    if (cfg.connect_rooms || n_rooms == 0)
+        return i;
+    uint32_t u = (i % n_rooms) * cfg.room_size + i / n_rooms;
+    return u < cfg.conns ? u : i; /* a short last room: any user not in flight will do */
+}
+
 static void start_next_connect(void)
 {
     if (in_flight > 0)
         in_flight--;
     if (cfg.mode == MODE_CONNECT) {
         for (uint32_t tries = 0; tries < cfg.conns && in_flight < cfg.concurrency; tries++) {
-            uint32_t u = next_to_connect++ % cfg.conns;
+            uint32_t u = connect_user(next_to_connect++);
             if (users[u].state == U_CLOSED && user_connect(u))
                 in_flight++;
         }
@@ -1033,6 +1049,9 @@ static void usage(void)
             "  --rate R                changes per second (default 500)\n"
             "  --duration S            seconds of changes / hold / connects (default 10)\n"
             "  --concurrency C         connects in flight (default 256)\n"
+            "  --connect-order spread|rooms   connect mode: users of different rooms in flight\n"
+            "                          (default), or in index order (peers online: user:status\n"
+            "                          fan-out on each connect and close)\n"
             "  --sources S             source addresses 127.0.0.1..S (default 4)\n"
             "  --server-pid PID        sample the server's CPU and RSS\n"
             "  --no-provision          users and conversations exist already\n"
@@ -1048,17 +1067,29 @@ static void usage(void)
 static void parse_args(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"target", 1, 0, 't'},       {"mode", 1, 0, 'm'},
-        {"change", 1, 0, 'c'},       {"host", 1, 0, 'H'},
-        {"port", 1, 0, 'p'},         {"path", 1, 0, 'P'},
-        {"secret", 1, 0, 's'},       {"conns", 1, 0, 'n'},
-        {"room-size", 1, 0, 'k'},    {"rate", 1, 0, 'r'},
-        {"duration", 1, 0, 'd'},     {"concurrency", 1, 0, 'C'},
-        {"sources", 1, 0, 'S'},      {"server-pid", 1, 0, 'x'},
-        {"no-provision", 0, 0, 'N'}, {"timeout-ms", 1, 0, 'T'},
-        {"max-seconds", 1, 0, 'M'},  {"json", 0, 0, 'j'},
-        {"user-offset", 1, 0, 'O'},  {"help", 0, 0, 'h'},
-        {"cdf", 1, 0, 'F'},          {0, 0, 0, 0},
+        {"target", 1, 0, 't'},
+        {"mode", 1, 0, 'm'},
+        {"change", 1, 0, 'c'},
+        {"host", 1, 0, 'H'},
+        {"port", 1, 0, 'p'},
+        {"path", 1, 0, 'P'},
+        {"secret", 1, 0, 's'},
+        {"conns", 1, 0, 'n'},
+        {"room-size", 1, 0, 'k'},
+        {"rate", 1, 0, 'r'},
+        {"duration", 1, 0, 'd'},
+        {"concurrency", 1, 0, 'C'},
+        {"sources", 1, 0, 'S'},
+        {"server-pid", 1, 0, 'x'},
+        {"no-provision", 0, 0, 'N'},
+        {"timeout-ms", 1, 0, 'T'},
+        {"max-seconds", 1, 0, 'M'},
+        {"json", 0, 0, 'j'},
+        {"user-offset", 1, 0, 'O'},
+        {"help", 0, 0, 'h'},
+        {"connect-order", 1, 0, 'o'},
+        {"cdf", 1, 0, 'F'},
+        {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -1107,6 +1138,11 @@ static void parse_args(int argc, char **argv)
             break;
         case 'x':
             cfg.server_pid = atoi(optarg);
+            break;
+        case 'o':
+            if (strcmp(optarg, "rooms") != 0 && strcmp(optarg, "spread") != 0)
+                usage();
+            cfg.connect_rooms = strcmp(optarg, "rooms") == 0;
             break;
         case 'N':
             cfg.provision = false;
@@ -1263,6 +1299,8 @@ int main(int argc, char **argv)
            cfg.mode == MODE_CONNECT ? phase_s : ramp_s, connect_rate, pct_ms(&lat_connect, 50),
            pct_ms(&lat_connect, 99), pct_ms(&lat_connect, 100), st.connect_errors, st.http_errors,
            st.connect_refused_sio);
+    if (cfg.mode == MODE_CONNECT)
+        printf("connect order %s\n", cfg.connect_rooms ? "rooms" : "spread");
     double dps = phase_s > 0 ? (double)st.deliveries / phase_s : 0;
     if (cfg.mode == MODE_FANOUT) {
         printf("changes: issued %" PRIu64 " (%.0f/s) done %" PRIu64 " timed-out %" PRIu64
@@ -1312,7 +1350,8 @@ int main(int argc, char **argv)
                ",\"changesDone\":%" PRIu64 ",\"deliveries\":%" PRIu64 ",\"deliveriesPerSec\":%.1f"
                ",\"missing\":%" PRIu64 ",\"unexpected\":%" PRIu64 ",\"p50Ms\":%.4f,\"p90Ms\":%.4f"
                ",\"p99Ms\":%.4f,\"maxMs\":%.4f,\"changeP99Ms\":%.4f,\"serverCpuS\":%.3f"
-               ",\"serverRssKiB\":[%ld,%ld,%ld],\"loadgenCpuS\":%.3f,\"phaseS\":%.3f}\n",
+               ",\"serverRssKiB\":[%ld,%ld,%ld],\"loadgenCpuS\":%.3f,\"phaseS\":%.3f"
+               ",\"connectOrder\":\"%s\"}\n",
                mode, cfg.target == TARGET_BARE ? "bare" : "gateway", cfg.conns, cfg.room_size,
                cfg.rate, cfg.change_msg ? "msg" : "cycle", connect_rate,
                cfg.mode == MODE_CONNECT ? st.ready_now : ramp_ready,
@@ -1320,7 +1359,7 @@ int main(int argc, char **argv)
                st.changes_done, st.deliveries, dps, st.missing, st.unexpected,
                pct_ms(&lat_delivery, 50), pct_ms(&lat_delivery, 90), pct_ms(&lat_delivery, 99),
                pct_ms(&lat_delivery, 100), pct_ms(&lat_change, 99), srv_cpu, p0.rss_kib, p1.rss_kib,
-               p2.rss_kib, lg_cpu, phase_s);
+               p2.rss_kib, lg_cpu, phase_s, cfg.connect_rooms ? "rooms" : "spread");
     fflush(stdout);
     if (cfg.cdf_path != NULL && cfg.mode == MODE_FANOUT)
         write_cdf(cfg.cdf_path, &lat_delivery);
