@@ -157,6 +157,9 @@ void sio_msg_free(struct sio_msg *m)
     free(m);
 }
 
+/* The loop whose thread runs (NULL elsewhere). */
+static _Thread_local struct sio_loop *tls_loop;
+
 void sio__mpsc_push(struct sio_mpsc *q, struct sio_msg *m)
 {
     m->next = NULL;
@@ -168,6 +171,10 @@ void sio__mpsc_push(struct sio_mpsc *q, struct sio_msg *m)
         q->head = m;
     q->tail = m;
     pthread_mutex_unlock(&q->mu);
+    if (q->owner != NULL && q->owner == tls_loop) {
+        q->self_pending = true;
+        return;
+    }
     if (was_empty) {
         uint64_t one = 1;
         ssize_t r = write(q->efd, &one, sizeof(one));
@@ -177,9 +184,13 @@ void sio__mpsc_push(struct sio_mpsc *q, struct sio_msg *m)
 
 static struct sio_msg *mpsc_take(struct sio_mpsc *q)
 {
-    uint64_t v;
-    ssize_t r = read(q->efd, &v, sizeof(v));
-    (void)r;
+    if (!q->self_pending) {
+        uint64_t v;
+        ssize_t r = read(q->efd, &v, sizeof(v));
+        (void)r;
+    }
+    /* A count another thread left in the eventfd only costs one empty drain later. */
+    q->self_pending = false;
     pthread_mutex_lock(&q->mu);
     struct sio_msg *m = q->head;
     q->head = q->tail = NULL;
@@ -1362,8 +1373,6 @@ static void poll_refuse(struct sio_poll *p)
 
 /* ---- a hosted source (sio_engine_host) ------------------------------------------------ */
 
-static _Thread_local struct sio_loop *tls_loop;
-
 struct sio_loop *sio__loop_current(void)
 {
     return tls_loop;
@@ -1554,6 +1563,12 @@ void *sio__loop_main(void *arg)
     tls_loop = l;
     struct epoll_event evs[256];
     for (;;) {
+        /* What the last batch queued to this loop itself (the broadcasts of the changes it
+         * made), and what that queues in turn: no eventfd, no extra wake-up. */
+        while (l->q.self_pending) {
+            drain_queue(l);
+            flush_dirty(l);
+        }
         timer_arm(l);
         /* After a burst of freed contexts, wake up once more to trim even if all goes idle. */
         int n = epoll_wait(l->epfd, evs, 256, l->freed_ctx > 0 ? 1100 : -1);
@@ -1643,6 +1658,7 @@ int sio__loop_init(struct sio_engine *e, struct sio_loop *l, int idx)
     l->rbuf = xmalloc(SIO_RBUF_SIZE);
     pthread_mutex_init(&l->q.mu, NULL);
     l->q.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    l->q.owner = l;
     l->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (l->q.efd < 0 || l->tfd < 0 || l->epfd < 0) {

@@ -131,7 +131,12 @@ struct sio_msg {
 struct sio_mpsc {
     pthread_mutex_t mu;
     struct sio_msg *head, *tail;
-    int efd; /* eventfd, written only on empty -> non-empty */
+    int efd; /* eventfd, written only on empty -> non-empty by another thread */
+    /* The loop that drains it. Its own pushes (a broadcast of a change it made) skip the
+     * eventfd: self_pending (its thread only) has it drained after the event batch, with no
+     * write, read or extra epoll_wait. */
+    struct sio_loop *owner;
+    bool self_pending;
 };
 
 void sio_msg_free(struct sio_msg *m);
