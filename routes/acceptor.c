@@ -554,23 +554,26 @@ static void wake_all(struct route_acceptor *a)
             (void)write(a->workers[i].efd, &one, sizeof(one));
 }
 
-static void stop_workers(struct route_acceptor *a)
+/* Stops and frees the workers. False (nothing freed, logged) while a host still drives one:
+ * a bug of the caller, which must stop its hosts first; the acceptor is then left as it is. */
+static bool stop_workers(struct route_acceptor *a)
 {
+    for (int i = 0; i < a->nworkers; i++) {
+        if (a->workers[i].hosted && !a->workers[i].started) {
+            log_warnx("%s: accept worker %d is still hosted: left running", __func__, i);
+            return false;
+        }
+    }
     atomic_store(&a->stop, true);
     wake_all(a);
     for (int i = 0; i < a->nworkers; i++) {
         struct acc_worker *w = &a->workers[i];
-        if (w->hosted && !w->started) {
-            /* Its host may still poll it: leave its descriptors alone (a bug of the caller,
-             * which must stop the host first). */
-            log_warnx("%s: accept worker %d is still hosted", __func__, i);
-            continue;
-        }
         if (w->started)
             pthread_join(w->thread, NULL);
         worker_close(w);
     }
     free(a->workers);
+    return true;
 }
 
 static int worker_spawn(struct acc_worker *w)
@@ -615,14 +618,9 @@ struct route_acceptor *route__acceptor_start(int listen_fd, int nworkers, bool h
 fail:
     for (int i = 0; i < a->nworkers; i++)
         a->workers[i].hosted = false; /* nobody hosts them yet */
-    stop_workers(a);
+    (void)stop_workers(a);
     free(a);
     return NULL;
-}
-
-int route__acceptor_workers(const struct route_acceptor *a)
-{
-    return a->nworkers;
 }
 
 int route__acceptor_fd(const struct route_acceptor *a, int i)
@@ -672,7 +670,8 @@ void route__acceptor_stop(struct route_acceptor *a)
 {
     if (a == NULL)
         return;
-    stop_workers(a);
+    if (!stop_workers(a))
+        return;
     close(a->lfd);
     free(a);
 }

@@ -176,7 +176,6 @@ struct route_acceptor_ops {
 struct route_acceptor *route__acceptor_start(int listen_fd, int nworkers, bool hosted,
                                              int64_t timeout_ms, unsigned limit,
                                              const struct route_acceptor_ops *ops);
-int route__acceptor_workers(const struct route_acceptor *a);
 /* Hosted worker i: an fd (epoll) that is readable when it has work, and one non-blocking pass
  * of its work, to call on the host's thread when that fd is readable. */
 int route__acceptor_fd(const struct route_acceptor *a, int i);
