@@ -5,7 +5,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -25,6 +27,58 @@ static void test_iso_roundtrip(void **state)
     assert_int_equal(ms, 1700000000500);
     assert_int_equal(util_parse_iso_time("garbage", &ms), -1);
     assert_int_equal(util_parse_iso_time("2023-11-14T22:13:20.123Zx", &ms), -1);
+}
+
+/* The arithmetic civil date against gmtime_r: day and month edges, leap days (2000 is one,
+ * 2100 is not), before 1970, the last millisecond of 9999, and a spread of instants. */
+static void iso_expect(int64_t ms)
+{
+    char got[ISO_TIME_LEN + 1], want[64];
+    int64_t secs = ms / 1000, millis = ms % 1000;
+    if (millis < 0) {
+        millis += 1000;
+        secs--;
+    }
+    time_t t = (time_t)secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)millis);
+    util_iso_time(ms, got);
+    if (strcmp(got, want) != 0)
+        fail_msg("util_iso_time(%lld) = %s, gmtime_r says %s", (long long)ms, got, want);
+}
+
+static void test_iso_civil(void **state)
+{
+    (void)state;
+    static const int64_t edges[] = {
+        0,
+        1,
+        999,
+        86399999,
+        86400000,
+        951782400000,
+        951868799999,
+        951868800000,
+        4107542400000,
+        4107628800000,
+        -1,
+        -86400000,
+        -86400001,
+        -2208988800000,
+        253402300799999,
+        1700000000123,
+        1764318499123,
+        978307199999,
+        978307200000,
+        -62135596800000,
+    };
+    for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++)
+        iso_expect(edges[i]);
+    /* one instant every 37 h 11 min 13.457 s over 1900..2300 */
+    for (int64_t ms = -2208988800000; ms < 10413792000000; ms += 133873457)
+        iso_expect(ms);
 }
 
 static void test_oid(void **state)
@@ -77,6 +131,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_iso_roundtrip),
+        cmocka_unit_test(test_iso_civil),
         cmocka_unit_test(test_oid),
         cmocka_unit_test(test_status_thresholds),
         cmocka_unit_test(test_header_has_token),
