@@ -1,6 +1,6 @@
 /*
  * acceptor.c - the gateway's own accept loop in front of libmicrohttpd (STACK-NOTES §9, "own
- * accept loop"). libmicrohttpd runs without a listening socket; the accept threads own it.
+ * accept loop"). libmicrohttpd runs without a listening socket; the accept workers own it.
  *
  * Why: a WebSocket handshake through libmicrohttpd costs a connection pool, its request parser,
  * an upgrade response, a dup and MHD_upgrade_action(CLOSE) on its threads: more than half the

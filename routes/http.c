@@ -14,7 +14,8 @@
  * 413 with Connection: close once it ends, so that the client, still sending, reads it.
  *
  * DESIGN (accept loop). libmicrohttpd has no listening socket (MHD_USE_NO_LISTEN_SOCKET |
- * MHD_USE_ITC): acceptor.c owns it, answers nothing itself, and either hands a complete
+ * MHD_USE_ITC): acceptor.c owns it (its workers run on the engine's loops when the engine hosts
+ * them, else on threads of their own), answers nothing itself, and either hands a complete
  * WebSocket upgrade head under the engine's paths to the engine's engine_ws_take hook (the
  * fast path: no MHD connection, pool or upgrade at all) or passes the socket to
  * MHD_add_connection with nothing consumed. An upgrade that arrives later on a kept-alive
@@ -837,7 +838,7 @@ static int listen_socket(const struct sockaddr_storage *ss, socklen_t sslen, int
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     /* Accepted sockets inherit it: the Socket.IO loops need not set it on each one. */
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    /* Accept a connection once its first bytes are in: the accept thread then finds the head
+    /* Accept a connection once its first bytes are in: the accept loop then finds the head
      * there at once (no epoll round trip: ≈ 10 % less CPU per Socket.IO connect), a client
      * that connects and says nothing costs the process no descriptor and no slot of
      * MAX_CONNECTIONS (the kernel holds it, then hands it over after about a second, and the
@@ -881,7 +882,8 @@ struct http_server *http_start(const struct gw_config *cfg, struct store *store,
     struct sockaddr_storage ss;
     socklen_t sslen;
     /* No listening socket: the acceptor owns it and hands MHD what it should serve; ITC so
-     * that MHD_add_connection from the acceptor thread wakes MHD's threads. */
+     * that MHD_add_connection from the acceptor's thread (a loop's, or its own) wakes MHD's
+     * threads. */
     unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG |
                          MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     unsigned int threads, limit;

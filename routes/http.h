@@ -67,7 +67,8 @@ struct http_hooks {
     json_t *(*maintenance_stats)(void *cls);
     json_t *(*maintenance_cleanup)(void *cls);
     /* The fast WebSocket path (both NULL: every request goes through libmicrohttpd). Called on
-     * the acceptor thread for a head under the engine's paths; must not block.
+     * the accept worker's thread (a hosting loop's, see engine_host) for a head under the
+     * engine's paths; must not block.
      * engine_ws_accepts: true when the engine would answer this upgrade 101; no side effect.
      * false: the connection goes to libmicrohttpd untouched (and so to engine_request).
      * engine_ws_take: called after engine_ws_accepts said true and the head's bytes were read

@@ -149,7 +149,7 @@ struct sio_engine *sio_engine_new(const struct gw_config *cfg, struct store *sto
     e->auth = auth;
     e->throttle = throttle;
     /* By default half the cores: the kernel's TCP work (a loopback send pays for the
-     * receiver too), the accept threads, the handshake workers and the writer need the rest.
+     * receiver too), the handshake workers and the writer need the rest.
      * On 2 cores one loop measured 10-25 % less CPU per delivery and per connect than two,
      * and a lower fan-out p99 (bench/results). */
     e->nloops = cfg->loop_threads > 0 ? cfg->loop_threads : (int)sysconf(_SC_NPROCESSORS_ONLN) / 2;
