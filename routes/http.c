@@ -800,6 +800,8 @@ static void acc_host_release(void *arg, int i)
     struct http_server *s = arg;
     if (route__acceptor_release(s->acc, i) != 0)
         log_warnx("%s: accept worker %d stopped: no thread for it", __func__, i);
+    else
+        log_info("[SHUTDOWN] accept worker %d on its own thread until the listener closes", i);
 }
 
 static void acc_pass(void *cls, int fd, const struct sockaddr *sa, socklen_t salen)

@@ -291,7 +291,8 @@ static enum MHD_Result get(struct sio_preq *rq, struct MHD_Connection *conn)
             poll_unmap(rq->e, p);
         return r;
     }
-    if (p->closed || p->upgraded) {
+    if (p->closed || p->upgraded || !atomic_load(&rq->e->running)) {
+        /* (the loops have stopped: nothing would ever answer a GET held now) */
         pthread_mutex_unlock(&p->mu);
         return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 1, "Session ID unknown");
     }
@@ -375,7 +376,10 @@ enum MHD_Result sio__polling_request(struct sio_engine *e, struct MHD_Connection
         MHD_destroy_response(r);
         return ret;
     }
-    if (!atomic_load(&e->running) && !rq->suspended) /* a held GET still gets its answer */
+    /* Once the loops have stopped (shutdown), a held GET still gets its answer, and so does the
+     * next GET of a session they closed: its goodbye (41, the close packet) waits in it, and
+     * sio_engine_shutdown keeps such sessions mapped a bounded moment for that GET. */
+    if (!atomic_load(&e->running) && !rq->suspended && (sid == NULL || !is_get))
         return reply_error(e, conn, MHD_HTTP_BAD_REQUEST, 3, "Bad request");
     if (sid == NULL) {
         if (rq->poll != NULL)

@@ -362,4 +362,40 @@ describe('polling: graceful shutdown', () => {
     assert.equal(await reason, 'io server disconnect');
     assert.doesNotMatch(gw.log, /AddressSanitizer|LeakSanitizer|runtime error:/);
   });
+
+  test('a polling client with no GET out at SIGTERM collects its goodbye on a new connection after the loops stopped', T, async () => {
+    const gw = await startGateway();
+    try {
+      const u = await createUser(gw, uname('late'));
+      const { open } = await handshake(gw);
+      let r = await fetch(pollUrl(gw, open.sid), { method: 'POST', body: `40${JSON.stringify({ token: userToken(u.id) })}` });
+      assert.equal(r.status, 200);
+      await r.text();
+      r = await fetch(pollUrl(gw, open.sid));
+      assert.match(await r.text(), /^40\{"sid":"/, 'the CONNECT ack');
+      // No GET out now. The loops say goodbye and stop; the listening socket then has an
+      // accept thread of its own (the loops accepted on it until then).
+      gw.child.kill('SIGTERM');
+      await waitUntil(() => /accept worker 0 on its own thread/.test(gw.log), { timeoutMs: 5000, what: 'the loops stopped' });
+      // New TCP connections, not ones kept alive from before. As the reference server does,
+      // the queued disconnect comes first and the close packet with the GET after it.
+      const lateGet = async () => {
+        const sock = net.connect(gw.port, '127.0.0.1');
+        sock.on('error', () => {});
+        let buf = '';
+        sock.on('data', (d) => { buf += d.toString(); });
+        const closed = new Promise((resolve) => sock.once('close', resolve));
+        sock.write(`GET /socket.io/?EIO=4&transport=polling&sid=${open.sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+        await withTimeout(closed, 5000, 'the answer to a late GET');
+        assert.match(buf, /^HTTP\/1\.1 200 /, buf);
+        return buf.slice(buf.indexOf('\r\n\r\n') + 4);
+      };
+      assert.equal(await lateGet(), '41', 'the disconnect');
+      assert.equal(await lateGet(), '1', 'the close packet');
+      const { code } = await withTimeout(gw.exited, 10000, 'gateway exit');
+      assert.equal(code, 0);
+    } finally {
+      await stopClean(gw);
+    }
+  });
 });
