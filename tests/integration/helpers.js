@@ -118,7 +118,7 @@ async function startGateway({ env = {}, args = [], databaseUrl, keepDir = false 
 
 // A sanitizer report in the gateway's output fails the test that ran it.
 function assertNoSanitizerReport(gw) {
-  const m = gw.log.match(/(ERROR: (Address|Leak|Thread)Sanitizer[^\n]*|runtime error:[^\n]*)/);
+  const m = gw.log.match(/((ERROR|WARNING): (Address|Leak|Thread)Sanitizer[^\n]*|runtime error:[^\n]*)/);
   if (m) throw new Error(`sanitizer report from the gateway: ${m[1]}\n${gw.log.slice(-4000)}`);
 }
 
