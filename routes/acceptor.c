@@ -634,7 +634,7 @@ void route__acceptor_run(struct route_acceptor *a, int i)
     int64_t next = worker_pass(w, 0);
     /* Only an earlier deadline is worth a syscall: a timer armed for a later or a vanished
      * one fires, finds nothing due, and the pass after it arms the right one. */
-    if (next >= w->armed_ms || atomic_load_explicit(&a->stop, memory_order_relaxed))
+    if (next >= w->armed_ms)
         return;
     /* util_mono_ms counts CLOCK_MONOTONIC milliseconds */
     struct itimerspec its = {0};

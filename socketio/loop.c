@@ -1404,7 +1404,8 @@ static void host_stop(struct sio_loop *l)
     l->host.release(l->host.arg, l->host.index);
 }
 
-void sio__loop_take(struct sio_loop *l, struct sio_msg *m)
+/* A NEW_CONN: the socket joins this loop, or is closed when the loop is stopping. */
+static void take_conn(struct sio_loop *l, struct sio_msg *m)
 {
     if (l->stopping) {
         close(m->fd);
@@ -1412,6 +1413,11 @@ void sio__loop_take(struct sio_loop *l, struct sio_msg *m)
     } else {
         conn_new(l, m);
     }
+}
+
+void sio__loop_take(struct sio_loop *l, struct sio_msg *m)
+{
+    take_conn(l, m);
     sio_msg_free(m);
 }
 
@@ -1423,12 +1429,7 @@ static void drain_queue(struct sio_loop *l)
         struct sio_conn *c;
         switch (m->type) {
         case SIO_MSG_NEW_CONN:
-            if (l->stopping) {
-                close(m->fd);
-                m->fd = -1;
-            } else {
-                conn_new(l, m);
-            }
+            take_conn(l, m);
             break;
         case SIO_MSG_HOST:
             host_start(l, &m->host);

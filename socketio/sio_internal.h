@@ -133,8 +133,8 @@ struct sio_mpsc {
     struct sio_msg *head, *tail;
     int efd; /* eventfd, written only on empty -> non-empty by another thread */
     /* The loop that drains it. Its own pushes (a broadcast of a change it made) skip the
-     * eventfd: self_pending (its thread only) has it drained after the event batch, with no
-     * write, read or extra epoll_wait. */
+     * eventfd: self_pending (its thread only) has it drained before the loop's next
+     * epoll_wait, with no write, read or extra wake-up. */
     struct sio_loop *owner;
     bool self_pending;
 };
