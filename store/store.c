@@ -360,33 +360,6 @@ static struct pcache_entry *pentry_new(const struct store_person *p, int64_t now
     return e;
 }
 
-static void pentry_del_locked(struct store *s, struct cache_shard *sh, struct pcache_entry *e)
-{
-    HASH_DEL(sh->persons, e);
-    DL_DELETE(sh->persons_fifo, e);
-    sh->npersons--;
-    atomic_fetch_sub_explicit(&s->_cache_size, 1, memory_order_relaxed);
-    free(e);
-}
-
-static void tentry_del_locked(struct store *s, struct cache_shard *sh, struct tcache_entry *e)
-{
-    HASH_DEL(sh->tokens, e);
-    DL_DELETE(sh->tokens_fifo, e);
-    sh->ntokens--;
-    atomic_fetch_sub_explicit(&s->_cache_size, 1, memory_order_relaxed);
-    free(e);
-}
-
-static void centry_del_locked(struct store *s, struct cache_shard *sh, struct ccache_entry *e)
-{
-    HASH_DEL(sh->convs, e);
-    DL_DELETE(sh->convs_fifo, e);
-    sh->nconvs--;
-    atomic_fetch_sub_explicit(&s->_cache_size, 1, memory_order_relaxed);
-    free(e);
-}
-
 /* The writer sleeps without a timeout while the cache is empty: wake it for the sweeps when
  * the first entry appears. Called with no lock held. */
 static void cache_wake_sweeper(struct store *s)
@@ -396,24 +369,58 @@ static void cache_wake_sweeper(struct store *s)
     pthread_mutex_unlock(&s->_mu);
 }
 
-/* Inserts e (replacing the row of the same id, evicting the oldest fill of a full shard).
- * Returns true when the cache went from empty to non-empty. Shard lock held. */
-static bool pentry_put_locked(struct store *s, struct cache_shard *sh, struct pcache_entry *e)
+/* What a refill keeps of the entry it replaces: a person row in use stays "read again" (the
+ * conversations cache admits only those); tokens and lists keep nothing. */
+static void pentry_carry(struct pcache_entry *e, const struct pcache_entry *old)
 {
-    struct pcache_entry *old;
-    HASH_FIND_STR(sh->persons, e->p.id, old);
-    if (old != NULL) {
-        e->hits = old->hits > 0 ? 1 : 0; /* a refill of a row in use stays "read again" */
-        pentry_del_locked(s, sh, old);
-    } else if (sh->npersons >= STORE_CACHE_PER_SHARD) {
-        pentry_del_locked(s, sh, sh->persons_fifo);
-        sh->evictions++;
-    }
-    HASH_ADD_STR(sh->persons, p.id, e);
-    DL_APPEND(sh->persons_fifo, e);
-    sh->npersons++;
-    return atomic_fetch_add_explicit(&s->_cache_size, 1, memory_order_relaxed) == 0;
+    e->hits = old->hits > 0 ? 1 : 0;
 }
+static void tentry_carry(struct tcache_entry *e, const struct tcache_entry *old)
+{
+    (void)e;
+    (void)old;
+}
+static void centry_carry(struct ccache_entry *e, const struct ccache_entry *old)
+{
+    (void)e;
+    (void)old;
+}
+
+/* The three tables of a shard are kept alike (a uthash table TBL keyed by KEY, its fill-order
+ * list TBL_fifo and its count nTBL), so one pair of functions is written for each:
+ *   P_del_locked(s, sh, e): takes e out and frees it;
+ *   P_put_locked(s, sh, e): inserts e, replacing the entry of the same key or evicting the
+ *   oldest fill of a full table; true when the cache went from empty to non-empty.
+ * Shard lock held. */
+#define CACHE_TABLE_FNS(P, TYPE, TBL, KEY)                                                         \
+    static void P##_del_locked(struct store *s, struct cache_shard *sh, TYPE *e)                   \
+    {                                                                                              \
+        HASH_DEL(sh->TBL, e);                                                                      \
+        DL_DELETE(sh->TBL##_fifo, e);                                                              \
+        sh->n##TBL--;                                                                              \
+        atomic_fetch_sub_explicit(&s->_cache_size, 1, memory_order_relaxed);                       \
+        free(e);                                                                                   \
+    }                                                                                              \
+    static bool P##_put_locked(struct store *s, struct cache_shard *sh, TYPE *e)                   \
+    {                                                                                              \
+        TYPE *old;                                                                                 \
+        HASH_FIND_STR(sh->TBL, e->KEY, old);                                                       \
+        if (old != NULL) {                                                                         \
+            P##_carry(e, old);                                                                     \
+            P##_del_locked(s, sh, old);                                                            \
+        } else if (sh->n##TBL >= STORE_CACHE_PER_SHARD) {                                          \
+            P##_del_locked(s, sh, sh->TBL##_fifo);                                                 \
+            sh->evictions++;                                                                       \
+        }                                                                                          \
+        HASH_ADD_STR(sh->TBL, KEY, e);                                                             \
+        DL_APPEND(sh->TBL##_fifo, e);                                                              \
+        sh->n##TBL++;                                                                              \
+        return atomic_fetch_add_explicit(&s->_cache_size, 1, memory_order_relaxed) == 0;           \
+    }
+CACHE_TABLE_FNS(pentry, struct pcache_entry, persons, p.id)
+CACHE_TABLE_FNS(tentry, struct tcache_entry, tokens, token)
+CACHE_TABLE_FNS(centry, struct ccache_entry, convs, id)
+#undef CACHE_TABLE_FNS
 
 /* A fresh cached row of nid, overlay applied, into *out: true on a hit. */
 static bool pcache_get(struct store *s, const char *nid, struct store_person *out)
@@ -537,19 +544,8 @@ static void tcache_put(struct store *s, const char *token, const char *id)
     memcpy(e->id, id, sizeof(e->id));
     memcpy(e->token, token, len + 1);
     struct cache_shard *sh = cache_shard_of(s, token);
-    struct tcache_entry *old;
     pthread_mutex_lock(&sh->lock);
-    HASH_FIND_STR(sh->tokens, token, old);
-    if (old != NULL) {
-        tentry_del_locked(s, sh, old);
-    } else if (sh->ntokens >= STORE_CACHE_PER_SHARD) {
-        tentry_del_locked(s, sh, sh->tokens_fifo);
-        sh->evictions++;
-    }
-    HASH_ADD_STR(sh->tokens, token, e);
-    DL_APPEND(sh->tokens_fifo, e);
-    sh->ntokens++;
-    bool woke = atomic_fetch_add_explicit(&s->_cache_size, 1, memory_order_relaxed) == 0;
+    bool woke = tentry_put_locked(s, sh, e);
     pthread_mutex_unlock(&sh->lock);
     if (woke)
         cache_wake_sweeper(s);
@@ -606,7 +602,6 @@ static void ccache_publish(struct store *s, const char *nid, bool is_anonymous,
     if (l->count > 0)
         memcpy(e->ids, l->ids, l->count * sizeof(e->ids[0]));
     struct cache_shard *sh = cache_shard_of(s, nid);
-    struct ccache_entry *old;
     bool woke = false;
     pthread_mutex_lock(&sh->lock);
     /* Admission: only the lists of persons read again within the TTL (a reconnect, a second
@@ -615,17 +610,7 @@ static void ccache_publish(struct store *s, const char *nid, bool is_anonymous,
     struct pcache_entry *pe;
     HASH_FIND_STR(sh->persons, nid, pe);
     if (pe != NULL && pe->hits > 0 && atomic_load(&s->_conv_gen) == gen0) {
-        HASH_FIND_STR(sh->convs, nid, old);
-        if (old != NULL) {
-            centry_del_locked(s, sh, old);
-        } else if (sh->nconvs >= STORE_CACHE_PER_SHARD) {
-            centry_del_locked(s, sh, sh->convs_fifo);
-            sh->evictions++;
-        }
-        HASH_ADD_STR(sh->convs, id, e);
-        DL_APPEND(sh->convs_fifo, e);
-        sh->nconvs++;
-        woke = atomic_fetch_add_explicit(&s->_cache_size, 1, memory_order_relaxed) == 0;
+        woke = centry_put_locked(s, sh, e);
         e = NULL;
     }
     pthread_mutex_unlock(&sh->lock);
