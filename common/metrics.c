@@ -146,6 +146,15 @@ char *metrics_render(const struct metrics_external *ext, size_t *len)
     counter(&b, "meeshy_db_write_queue_dropped_total",
             "Presence writes refused because the queue bound was hit.",
             (unsigned long long)ext->db_queue_dropped_total);
+    counter(&b, "meeshy_person_cache_hits_total",
+            "Person reads (handshakes, REST) answered by the gateway's cache.",
+            (unsigned long long)ext->person_cache_hits_total);
+    counter(&b, "meeshy_person_cache_misses_total", "Person reads that went to the database.",
+            (unsigned long long)ext->person_cache_misses_total);
+    counter(
+        &b, "meeshy_reconnect_tickets_used_total",
+        "Reconnects answered by the ticket their last disconnect left, without a database read.",
+        (unsigned long long)ext->reconnect_tickets_used_total);
     counter(&b, "meeshy_slow_reader_disconnects_total",
             "Connections dropped because their send queue exceeded MAX_PAYLOAD_BYTES.",
             LOAD(slow_reader_disconnects_total));

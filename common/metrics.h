@@ -55,6 +55,9 @@ struct metrics_external {
     uint64_t db_write_failures_total;
     uint64_t db_queue_length;
     uint64_t db_queue_dropped_total;
+    uint64_t person_cache_hits_total;
+    uint64_t person_cache_misses_total;
+    uint64_t reconnect_tickets_used_total;
 };
 
 /* Renders the Prometheus text exposition (version 0.0.4) of every metric, plus process

@@ -79,6 +79,13 @@ int auth_authenticate_cached(const struct auth_ctx *a, const char *bearer_jwt,
                              const char *session_token, bool require_admin, int64_t now_s,
                              struct auth_result *out);
 
+/* For a Socket.IO handshake that auth_authenticate_cached could not answer: a user back
+ * within seconds of its last disconnect, with a token already verified, whose reconnect
+ * ticket is still good (store_ticket_take; it is used up). Returns 0 with out->person (a
+ * ticket's fields only) and *convs filled, or AUTH_ERR_WOULD_BLOCK. */
+int auth_authenticate_ticket(const struct auth_ctx *a, const char *bearer_jwt, int64_t now_s,
+                             struct auth_result *out, struct store_id_list *convs);
+
 /* Extracts the token from an "Authorization" header value ("Bearer xxx", scheme
  * case-insensitive). Returns a pointer into value, or NULL. */
 const char *auth_bearer_from_header(const char *value);

@@ -133,6 +133,23 @@ int auth_authenticate_cached(const struct auth_ctx *a, const char *bearer_jwt,
     return authenticate(a, bearer_jwt, session_token, require_admin, true, now_s, out);
 }
 
+int auth_authenticate_ticket(const struct auth_ctx *a, const char *bearer_jwt, int64_t now_s,
+                             struct auth_result *out, struct store_id_list *convs)
+{
+    struct store *s = a != NULL ? auth__store(a) : NULL;
+    if (s == NULL || bearer_jwt == NULL)
+        return AUTH_ERR_WOULD_BLOCK;
+    struct auth_result r;
+    memset(&r, 0, sizeof(r));
+    if (auth__verify_jwt_cached(a, bearer_jwt, now_s, &r.claims) != 0 ||
+        !util_oid_valid(r.claims.person_id) ||
+        store_ticket_take(s, r.claims.person_id, &r.person, convs) != 0)
+        return AUTH_ERR_WOULD_BLOCK;
+    r.has_person = true;
+    *out = r;
+    return 0;
+}
+
 void auth_result_clear(struct auth_result *r)
 {
     if (r == NULL)

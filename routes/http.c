@@ -563,6 +563,11 @@ static void handle_metrics(struct route_req *r)
         ext.db_write_failures_total = ss.write_failures;
         ext.db_queue_length = ss.queue_length;
         ext.db_queue_dropped_total = ss.queue_dropped;
+        struct store_cache_stats cs;
+        store_cache_get_stats(v->store, &cs);
+        ext.person_cache_hits_total = cs.hits;
+        ext.person_cache_misses_total = cs.misses;
+        ext.reconnect_tickets_used_total = cs.ticket_hits;
     }
     r->text = metrics_render(&ext, &r->text_len);
     r->content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -93,8 +93,8 @@ static void online_gauge(bool anonymous, int delta)
 }
 
 struct sio_person *sio__registry_attach(struct sio_engine *e, const struct store_person *sp,
-                                        const struct store_id_list *convs, int64_t now_ms,
-                                        int *conns_out)
+                                        const struct store_id_list *convs, uint64_t ticket_stamp,
+                                        int64_t now_ms, int *conns_out)
 {
     struct sio_reg_shard *sh = &e->shards[shard_of(sp->id)];
     int64_t t0 = util_mono_ns();
@@ -119,6 +119,7 @@ struct sio_person *sio__registry_attach(struct sio_engine *e, const struct store
     p->username = xstrdup(sp->username ? sp->username : "");
     store_id_list_free(&p->convs);
     id_list_copy(&p->convs, convs);
+    p->ticket_stamp = ticket_stamp;
     if (first) {
         p->last_active_ms = now_ms;
         p->last_seen_ms = sp->last_seen_ms;
@@ -142,6 +143,9 @@ static void go_offline(struct sio_engine *e, struct sio_reg_shard *sh, struct si
     store_presence_offline(e->store, p->id, p->is_anonymous, now_ms);
     online_gauge(p->is_anonymous, -1);
     person_broadcast(e, p, false, t0);
+    /* A reconnect in the next seconds need not read the store again (store_ticket_put). */
+    if (!p->is_anonymous)
+        store_ticket_put(e->store, p->ticket_stamp, p->id, p->username, now_ms, &p->convs);
     HASH_DEL(sh->map, p);
     person_free(p);
 }

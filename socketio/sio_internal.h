@@ -102,6 +102,7 @@ struct sio_msg {
     int rc;
     struct store_person person;
     struct store_id_list convs;
+    uint64_t ticket_stamp; /* store_ticket_stamp before the reads of person and convs */
     /* JOIN */
     char cid[OID_HEX_LEN + 1];
     char person_id[OID_HEX_LEN + 1];
@@ -376,6 +377,7 @@ struct sio_person {
     int64_t last_active_ms;
     int64_t last_seen_ms;
     struct store_id_list convs;
+    uint64_t ticket_stamp; /* of username and convs: the reconnect ticket left at go_offline */
     UT_hash_handle hh;
 };
 
@@ -420,8 +422,8 @@ void sio__registry_destroy(struct sio_engine *e);
 /* A connection finished its CONNECT: counts it for the person and runs the connect flow when
  * it is the first. Returns the entry (valid while the connection counts) and *conns_out. */
 struct sio_person *sio__registry_attach(struct sio_engine *e, const struct store_person *p,
-                                        const struct store_id_list *convs, int64_t now_ms,
-                                        int *conns_out);
+                                        const struct store_id_list *convs, uint64_t ticket_stamp,
+                                        int64_t now_ms, int *conns_out);
 /* A connection went. Returns the grace generation to arm a timer with, or 0 when no timer is
  * needed. *conns_out receives the remaining count. */
 uint32_t sio__registry_detach(struct sio_engine *e, struct sio_person *p, bool skip_grace,

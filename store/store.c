@@ -66,6 +66,19 @@
  *   dropped) after a membership write through this store: a fill whose backend read started
  *   before that write does not land. A membership added by another writer of a shared
  *   database is seen within the TTL, as a changed row is.
+ * - Reconnect tickets: in the same shards, person id -> what the registry knew of a user when
+ *   its last connection closed (username, lastSeen, conversations), for a reconnect within
+ *   STORE_TICKET_TTL_MS, whose row has long left the cache. The data may be hours old, so the
+ *   TTL cannot vouch for it: a ticket is only built on a backend that reports changes
+ *   (changes_version). It carries the stamp _ticket_gen had before the reads it comes from;
+ *   _ticket_gen is bumped by everything that could make them wrong: the writer seeing
+ *   changes_version move (it polls every STORE_WATCH_MS while tickets exist, with _mu
+ *   released), a membership or person write through this store, a cache clear. A take
+ *   succeeds only while the stamp is current and the last poll started at most
+ *   STORE_TICKET_FRESH_MS ago, so a change by anyone is honoured by reconnects that start
+ *   that long after it (the cached rows' bound is their TTL). The poll bumps the generation
+ *   before it publishes its start time (_watched_ms): a take that sees the new time sees the
+ *   new generation.
  */
 #include "store/store.h"
 
@@ -157,13 +170,27 @@ struct ccache_entry {
     char ids[][OID_HEX_LEN + 1];
 };
 
+/* A reconnect ticket (see DESIGN); username points after ids[]. */
+struct kcache_entry {
+    UT_hash_handle hh; /* key: id */
+    struct kcache_entry *prev, *next;
+    int64_t filled_ms;
+    uint64_t stamp;
+    int64_t last_seen_ms;
+    char id[OID_HEX_LEN + 1];
+    char *username;
+    size_t count;
+    char ids[][OID_HEX_LEN + 1];
+};
+
 struct cache_shard {
     pthread_mutex_t lock;
     struct pcache_entry *persons, *persons_fifo;
     struct tcache_entry *tokens, *tokens_fifo;
     struct ccache_entry *convs, *convs_fifo;
-    size_t npersons, ntokens, nconvs;
-    uint64_t hits, misses, evictions;
+    struct kcache_entry *tickets, *tickets_fifo;
+    size_t npersons, ntokens, nconvs, ntickets;
+    uint64_t hits, misses, evictions, ticket_hits;
 };
 
 struct store {
@@ -195,6 +222,14 @@ struct store {
     _Atomic uint64_t _cache_size; /* rows + tokens + conversation lists cached */
     _Atomic uint64_t _conv_gen;   /* bumped after a membership write (conversations cache) */
     int64_t _swept_ms;            /* writer only */
+    /* reconnect tickets (see DESIGN) */
+    _Atomic uint64_t _ticket_gen;
+    _Atomic uint64_t _tickets;   /* held now, all shards */
+    _Atomic int64_t _watched_ms; /* monotonic start of the last good poll; 0: none */
+    _Atomic uint64_t _polls;     /* good polls */
+    int64_t _polled_ms;          /* writer only: when the last poll started */
+    uint64_t _changes_v;         /* writer only: changes_version at the last good poll */
+    bool _changes_known;         /* writer only: _changes_v was read */
 };
 
 /* --- small helpers ------------------------------------------------------------------------ */
@@ -385,8 +420,13 @@ static void centry_carry(struct ccache_entry *e, const struct ccache_entry *old)
     (void)e;
     (void)old;
 }
+static void kentry_carry(struct kcache_entry *e, const struct kcache_entry *old)
+{
+    (void)e;
+    (void)old;
+}
 
-/* The three tables of a shard are kept alike (a uthash table TBL keyed by KEY, its fill-order
+/* The four tables of a shard are kept alike (a uthash table TBL keyed by KEY, its fill-order
  * list TBL_fifo and its count nTBL), so one pair of functions is written for each:
  *   P_del_locked(s, sh, e): takes e out and frees it;
  *   P_put_locked(s, sh, e): inserts e, replacing the entry of the same key or evicting the
@@ -420,6 +460,7 @@ static void centry_carry(struct ccache_entry *e, const struct ccache_entry *old)
 CACHE_TABLE_FNS(pentry, struct pcache_entry, persons, p.id)
 CACHE_TABLE_FNS(tentry, struct tcache_entry, tokens, token)
 CACHE_TABLE_FNS(centry, struct ccache_entry, convs, id)
+CACHE_TABLE_FNS(kentry, struct kcache_entry, tickets, id)
 #undef CACHE_TABLE_FNS
 
 /* A fresh cached row of nid, overlay applied, into *out: true on a hit. */
@@ -481,24 +522,37 @@ static bool pcache_publish(struct store *s, struct store_person *p, uint64_t gen
     return true;
 }
 
-/* Drops the cached row of nid after a write to it that did not go through the writer. */
+static void ticket_del_locked(struct store *s, struct cache_shard *sh, struct kcache_entry *e)
+{
+    kentry_del_locked(s, sh, e);
+    atomic_fetch_sub_explicit(&s->_tickets, 1, memory_order_relaxed);
+}
+
+/* Drops the cached row and the ticket of nid after a write to it that did not go through the
+ * writer. */
 static void pcache_forget(struct store *s, const char *nid)
 {
-    atomic_fetch_add(&s->_cache_gen, 1); /* fills that read before the write do not land */
+    atomic_fetch_add(&s->_cache_gen, 1);  /* fills that read before the write do not land */
+    atomic_fetch_add(&s->_ticket_gen, 1); /* nor tickets built from such reads */
     struct cache_shard *sh = cache_shard_of(s, nid);
     struct pcache_entry *e;
+    struct kcache_entry *k;
     pthread_mutex_lock(&sh->lock);
     HASH_FIND_STR(sh->persons, nid, e);
     if (e != NULL)
         pentry_del_locked(s, sh, e);
+    HASH_FIND_STR(sh->tickets, nid, k);
+    if (k != NULL)
+        ticket_del_locked(s, sh, k);
     pthread_mutex_unlock(&sh->lock);
 }
 
-/* Drops every cached row (and the tokens too when tokens). */
+/* Drops every cached row, list and ticket (and the tokens too when tokens). */
 static void cache_clear(struct store *s, bool tokens)
 {
     atomic_fetch_add(&s->_cache_gen, 1);
     atomic_fetch_add(&s->_conv_gen, 1);
+    atomic_fetch_add(&s->_ticket_gen, 1);
     for (int i = 0; i < STORE_CACHE_SHARDS; i++) {
         struct cache_shard *sh = &s->_cache[i];
         pthread_mutex_lock(&sh->lock);
@@ -506,6 +560,8 @@ static void cache_clear(struct store *s, bool tokens)
             pentry_del_locked(s, sh, sh->persons_fifo);
         while (sh->convs_fifo != NULL)
             centry_del_locked(s, sh, sh->convs_fifo);
+        while (sh->tickets_fifo != NULL)
+            ticket_del_locked(s, sh, sh->tickets_fifo);
         while (tokens && sh->tokens_fifo != NULL)
             tentry_del_locked(s, sh, sh->tokens_fifo);
         pthread_mutex_unlock(&sh->lock);
@@ -632,6 +688,120 @@ static void ccache_forget(struct store *s, const char *nid)
     pthread_mutex_unlock(&sh->lock);
 }
 
+/* --- reconnect tickets (see DESIGN) --------------------------------------------------------- */
+
+uint64_t store_ticket_stamp(struct store *s)
+{
+    if (s->_ops->changes_version == NULL || cache_ttl(s) <= 0)
+        return 0;
+    return atomic_load(&s->_ticket_gen);
+}
+
+void store_ticket_put(struct store *s, uint64_t stamp, const char *id, const char *username,
+                      int64_t last_seen_ms, const struct store_id_list *convs)
+{
+    char nid[OID_HEX_LEN + 1];
+    if (stamp == 0 || !norm_id(id, nid) || cache_ttl(s) <= 0)
+        return;
+    if (username == NULL)
+        username = "";
+    size_t ulen = strlen(username) + 1;
+    size_t n = convs != NULL ? convs->count : 0;
+    struct kcache_entry *e = xmalloc(sizeof(*e) + n * sizeof(e->ids[0]) + ulen);
+    memset(e, 0, sizeof(*e));
+    e->filled_ms = util_mono_ms();
+    e->stamp = stamp;
+    e->last_seen_ms = last_seen_ms;
+    memcpy(e->id, nid, sizeof(e->id));
+    e->count = n;
+    if (n > 0)
+        memcpy(e->ids, convs->ids, n * sizeof(e->ids[0]));
+    e->username = (char *)&e->ids[n];
+    memcpy(e->username, username, ulen);
+    struct cache_shard *sh = cache_shard_of(s, nid);
+    bool wake = false;
+    pthread_mutex_lock(&sh->lock);
+    /* Under the shard lock: a forget of this person bumps the generation before it takes
+     * the lock, so either it finds this ticket or the stamp is already stale here. */
+    if (atomic_load(&s->_ticket_gen) == stamp) {
+        size_t before = sh->ntickets;
+        wake = kentry_put_locked(s, sh, e);
+        e = NULL;
+        if (sh->ntickets > before)
+            wake |= atomic_fetch_add(&s->_tickets, 1) == 0; /* the writer starts its polls */
+    }
+    pthread_mutex_unlock(&sh->lock);
+    free(e);
+    if (wake)
+        cache_wake_sweeper(s);
+}
+
+int store_ticket_take(struct store *s, const char *id, struct store_person *out,
+                      struct store_id_list *convs)
+{
+    char nid[OID_HEX_LEN + 1];
+    if (atomic_load_explicit(&s->_tickets, memory_order_relaxed) == 0 || !norm_id(id, nid))
+        return STORE_ERR_NOT_FOUND;
+    struct cache_shard *sh = cache_shard_of(s, nid);
+    int64_t now = util_mono_ms();
+    int rc = STORE_ERR_NOT_FOUND;
+    struct kcache_entry *e;
+    pthread_mutex_lock(&sh->lock);
+    HASH_FIND_STR(sh->tickets, nid, e);
+    if (e != NULL) {
+        /* The poll's time first: one that is recent enough comes with its generation. */
+        int64_t watched = atomic_load(&s->_watched_ms);
+        bool stale =
+            e->stamp != atomic_load(&s->_ticket_gen) || now - e->filled_ms >= STORE_TICKET_TTL_MS;
+        bool checked = watched != 0 && now - watched <= STORE_TICKET_FRESH_MS;
+        if (!stale && checked) {
+            memset(out, 0, sizeof(*out));
+            memcpy(out->id, e->id, sizeof(out->id));
+            out->username = xstrdup(e->username);
+            out->is_active = true;
+            out->last_seen_ms = e->last_seen_ms;
+            convs->count = e->count;
+            convs->ids = e->count > 0 ? xmalloc(e->count * sizeof(*convs->ids)) : NULL;
+            if (e->count > 0)
+                memcpy(convs->ids, e->ids, e->count * sizeof(*convs->ids));
+            sh->ticket_hits++;
+            rc = 0;
+        }
+        /* Used once; a stale one is no use to anyone. One not checked lately (the writer is
+         * late with its poll) may still serve a later reconnect. */
+        if (rc == 0 || stale)
+            ticket_del_locked(s, sh, e);
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return rc;
+}
+
+/* The writer's poll of changes_version, every STORE_WATCH_MS while tickets exist and with the
+ * sweeps otherwise (so that a change is seen before the next tickets are stamped): when due,
+ * drops _mu, reads, takes _mu again. A version that moved (or the first one read) voids every
+ * ticket. */
+static void writer_watch_locked(struct store *s)
+{
+    if (s->_ops->changes_version == NULL)
+        return;
+    int64_t now = util_mono_ms();
+    int64_t every = atomic_load(&s->_tickets) > 0 ? STORE_WATCH_MS : STORE_CACHE_SWEEP_MS;
+    if (now - s->_polled_ms < every)
+        return;
+    s->_polled_ms = now;
+    pthread_mutex_unlock(&s->_mu);
+    uint64_t v = 0;
+    if (s->_ops->changes_version(s->_b, &v) == 0) {
+        if (!s->_changes_known || v != s->_changes_v)
+            atomic_fetch_add(&s->_ticket_gen, 1);
+        s->_changes_v = v;
+        s->_changes_known = true;
+        atomic_store(&s->_watched_ms, now); /* after the generation (see DESIGN) */
+        atomic_fetch_add_explicit(&s->_polls, 1, memory_order_relaxed);
+    }
+    pthread_mutex_lock(&s->_mu);
+}
+
 /* The writer, after a batch landed and before its overlay entries go: cached rows take the
  * presence the backend now holds. No lock held on entry. */
 static void cache_apply_batch(struct store *s, const struct store_write *w, size_t n)
@@ -675,6 +845,11 @@ static size_t cache_sweep(struct store *s, int64_t now_ms)
             centry_del_locked(s, sh, sh->convs_fifo);
             freed++;
         }
+        while (sh->tickets_fifo != NULL &&
+               now_ms - sh->tickets_fifo->filled_ms >= STORE_TICKET_TTL_MS) {
+            ticket_del_locked(s, sh, sh->tickets_fifo);
+            freed++;
+        }
         pthread_mutex_unlock(&sh->lock);
     }
 #ifdef __GLIBC__
@@ -716,8 +891,11 @@ void store_cache_get_stats(struct store *s, struct store_cache_stats *out)
         out->evictions += sh->evictions;
         out->entries += sh->npersons;
         out->tokens += sh->ntokens;
+        out->ticket_hits += sh->ticket_hits;
+        out->tickets += sh->ntickets;
         pthread_mutex_unlock(&sh->lock);
     }
+    out->change_polls = atomic_load_explicit(&s->_polls, memory_order_relaxed);
 }
 
 /* --- the writer ----------------------------------------------------------------------------- */
@@ -782,10 +960,14 @@ static void *writer_main(void *arg)
                 continue;
             }
             writer_sweep_locked(s);
+            writer_watch_locked(s);
             if (s->_ring_count != 0 || s->_stopping)
                 break;
+            int64_t wake_ms = s->_swept_ms + STORE_CACHE_SWEEP_MS;
+            if (atomic_load(&s->_tickets) > 0 && s->_polled_ms + STORE_WATCH_MS < wake_ms)
+                wake_ms = s->_polled_ms + STORE_WATCH_MS;
             struct timespec ts;
-            deadline_ts(s->_swept_ms + STORE_CACHE_SWEEP_MS, &ts);
+            deadline_ts(wake_ms, &ts);
             pthread_cond_timedwait(&s->_work_cv, &s->_mu, &ts);
         }
         if (s->_ring_count == 0)
@@ -820,6 +1002,7 @@ static void *writer_main(void *arg)
             backoff_ms = STORE_BACKOFF_MIN_MS;
             pthread_cond_broadcast(&s->_done_cv);
             writer_sweep_locked(s);
+            writer_watch_locked(s);
             continue;
         }
         s->_write_failures++;
@@ -1009,6 +1192,10 @@ static int store_open_ops(const struct store_backend_ops *ops, const char *url, 
         pthread_mutex_init(&s->_cache[i].lock, NULL);
     atomic_init(&s->_cache_ttl_ms, STORE_CACHE_TTL_MS);
     s->_swept_ms = util_mono_ms();
+    atomic_init(&s->_ticket_gen, 1);
+    /* The baseline of the changes polls: tickets stamped from now on are checked against it. */
+    if (ops->changes_version != NULL && ops->changes_version(b, &s->_changes_v) == 0)
+        s->_changes_known = true;
 
     int err = pthread_create(&s->_writer, NULL, writer_main, s);
     if (err != 0) {
@@ -1089,8 +1276,9 @@ int store_close(struct store *s, int64_t timeout_ms)
     struct store_cache_stats cs;
     store_cache_get_stats(s, &cs);
     log_info("%s: person cache: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64
-             " evictions; %" PRIu64 " batches, %" PRIu64 " rows written",
-             s->_ops->name, cs.hits, cs.misses, cs.evictions, s->_batches_written,
+             " evictions, %" PRIu64 " reconnect tickets used; %" PRIu64 " batches, %" PRIu64
+             " rows written",
+             s->_ops->name, cs.hits, cs.misses, cs.evictions, cs.ticket_hits, s->_batches_written,
              s->_rows_written);
     cache_clear(s, true);
     for (int i = 0; i < STORE_CACHE_SHARDS; i++)

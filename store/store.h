@@ -218,16 +218,43 @@ void store_get_stats(struct store *s, struct store_stats *out);
 #define STORE_CACHE_MAX_ENTRIES 65536
 
 struct store_cache_stats {
-    uint64_t hits;      /* person reads answered from the cache */
-    uint64_t misses;    /* person reads that went to the backend (absent or expired row) */
-    uint64_t entries;   /* persons cached now */
-    uint64_t tokens;    /* session tokens cached now */
-    uint64_t evictions; /* rows dropped because their shard was full */
+    uint64_t hits;         /* person reads answered from the cache */
+    uint64_t misses;       /* person reads that went to the backend (absent or expired row) */
+    uint64_t entries;      /* persons cached now */
+    uint64_t tokens;       /* session tokens cached now */
+    uint64_t evictions;    /* rows dropped because their shard was full */
+    uint64_t ticket_hits;  /* reconnects answered by a ticket */
+    uint64_t tickets;      /* tickets held now */
+    uint64_t change_polls; /* polls of the backend's changes_version done */
 };
 
 /* Sets the time a cached row is trusted; 0 disables the cache (every read goes to the
  * backend; rows already cached are dropped). Takes effect for the reads that start after it. */
 void store_cache_set_ttl(struct store *s, int64_t ttl_ms);
 void store_cache_get_stats(struct store *s, struct store_cache_stats *out);
+
+/* --- reconnect tickets (any thread) -------------------------------------------------------------
+ *
+ * When a user's last connection closes, the registry leaves a ticket: its username, lastSeen
+ * and conversations as they were when it connected. A reconnect within STORE_TICKET_TTL_MS
+ * takes it instead of reading the backend, if nothing since could have changed them: the
+ * backend reports changes by anyone (SQLite: triggers on identity and membership changes,
+ * polled every STORE_WATCH_MS while tickets exist), and a change becomes visible to the
+ * reconnects that start STORE_TICKET_FRESH_MS after it. A ticket answers a Socket.IO
+ * handshake only (id, username, lastSeen, conversations; is_active true), never a REST read.
+ * A backend that cannot report changes (MongoDB today) gets no tickets. */
+#define STORE_TICKET_TTL_MS 10000
+#define STORE_WATCH_MS 100
+#define STORE_TICKET_FRESH_MS 500
+
+/* The stamp to take before the reads a ticket will be built from; 0 when tickets are off. */
+uint64_t store_ticket_stamp(struct store *s);
+/* Leaves a ticket for user id (convs copied); dropped when stamp is 0 or no longer current. */
+void store_ticket_put(struct store *s, uint64_t stamp, const char *id, const char *username,
+                      int64_t last_seen_ms, const struct store_id_list *convs);
+/* Takes id's ticket (it is gone after the call): 0 and *out, *convs filled (free them) when it
+ * was still good, STORE_ERR_NOT_FOUND otherwise. Never touches the backend. */
+int store_ticket_take(struct store *s, const char *id, struct store_person *out,
+                      struct store_id_list *convs);
 
 #endif

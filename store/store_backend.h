@@ -36,6 +36,10 @@ struct store_backend_ops {
     int (*open)(const char *url, struct store_backend **out);
     void (*close)(struct store_backend *b);
     bool (*ping)(struct store_backend *b);
+    /* A number that changes whenever, since the last call, a person's identity (any field
+     * but presence) or a membership may have changed, whoever wrote it; NULL when the
+     * backend cannot tell (then store.c trusts nothing it cached for longer than its TTL). */
+    int (*changes_version)(struct store_backend *b, uint64_t *out);
 
     int (*person_get)(struct store_backend *b, const char *id, struct store_person *out);
     int (*person_by_session_token)(struct store_backend *b, const char *token,

@@ -6,10 +6,15 @@
  * writes into one transaction is what makes it fast (STACK-NOTES §5: 350k rows/s in one
  * transaction against about 30k/s with one commit per row).
  *
- * Schema (version 1, PRAGMA user_version): users, anonymous_participants, conversations,
+ * Schema (version 2, PRAGMA user_version): users, anonymous_participants, conversations,
  * members, with camelCase columns as the MongoDB collections have; times are INTEGER ms since
  * the epoch, NULL for null. Both person tables carry an index on (isOnline, lastActiveAt) for
- * the zombie query and the startup reconciliation.
+ * the zombie query and the startup reconciliation. Version 2 adds gateway_changes, one row
+ * whose v triggers bump on every change that a cached identity could miss (a person's
+ * identity columns updated, a person deleted, a membership added, changed or removed), by any
+ * connection of any process; presence columns (isOnline, lastSeen, lastActiveAt) do not fire
+ * them. store.c polls v (changes_version) to know that nothing of the kind happened. A
+ * version 1 file gets them at open (every statement of the schema is IF NOT EXISTS).
  *
  * DESIGN
  *
@@ -39,7 +44,7 @@
 #include "common/log.h"
 #include "common/xmalloc.h"
 
-#define SQ_SCHEMA_VERSION 1
+#define SQ_SCHEMA_VERSION 2
 #define SQ_POOL_MAX 32
 #define SQ_BUSY_TIMEOUT_MS 5000
 /* SQLite's own page cache per connection (its default is 2 MiB). Hot reads are cached above
@@ -48,6 +53,9 @@
  * in the same malloc arenas, and pins them: 2 MiB cost ≈ 140 B per idle connection at 19 500
  * (bench/results), with no measurable gain per connect. */
 #define SQ_PAGE_CACHE_KIB 64
+
+/* The body of every gateway_changes trigger. */
+#define SQ_BUMP " BEGIN UPDATE gateway_changes SET v = v + 1 WHERE id = 1; END;"
 
 static const char sq_schema[] =
     "CREATE TABLE IF NOT EXISTS users ("
@@ -81,7 +89,19 @@ static const char sq_schema[] =
     " userId TEXT NOT NULL REFERENCES users (id),"
     " joinedAt INTEGER NOT NULL,"
     " PRIMARY KEY (conversationId, userId)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS members_user ON members (userId);";
+    "CREATE INDEX IF NOT EXISTS members_user ON members (userId);"
+    "CREATE TABLE IF NOT EXISTS gateway_changes ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1), v INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO gateway_changes (id, v) VALUES (1, 0);"
+    "CREATE TRIGGER IF NOT EXISTS users_identity_changed AFTER UPDATE OF id, username,"
+    " displayName, firstName, lastName, email, avatar, role, isActive ON users" SQ_BUMP
+    "CREATE TRIGGER IF NOT EXISTS users_deleted AFTER DELETE ON users" SQ_BUMP
+    "CREATE TRIGGER IF NOT EXISTS anonymous_identity_changed AFTER UPDATE OF id,"
+    " conversationId, username, sessionToken, isActive ON anonymous_participants" SQ_BUMP
+    "CREATE TRIGGER IF NOT EXISTS anonymous_deleted AFTER DELETE ON anonymous_participants" SQ_BUMP
+    "CREATE TRIGGER IF NOT EXISTS members_added AFTER INSERT ON members" SQ_BUMP
+    "CREATE TRIGGER IF NOT EXISTS members_changed AFTER UPDATE ON members" SQ_BUMP
+    "CREATE TRIGGER IF NOT EXISTS members_removed AFTER DELETE ON members" SQ_BUMP;
 
 /* Column lists shared by every query that returns persons; row_user()/row_anon() read them. */
 #define SQ_USER_COLS                                                                               \
@@ -95,6 +115,7 @@ enum sq_stmt {
     ST_COMMIT,
     ST_ROLLBACK,
     ST_PING,
+    ST_CHANGES_VERSION,
     ST_USER_GET,
     ST_ANON_GET,
     ST_ANON_BY_TOKEN,
@@ -128,6 +149,7 @@ static const char *const sq_sql[ST__COUNT] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_PING] = "SELECT 1",
+    [ST_CHANGES_VERSION] = "SELECT v FROM gateway_changes WHERE id = 1",
     [ST_USER_GET] = "SELECT " SQ_USER_COLS " FROM users u WHERE u.id = ?1",
     [ST_ANON_GET] = "SELECT " SQ_ANON_COLS " FROM anonymous_participants a WHERE a.id = ?1",
     [ST_ANON_BY_TOKEN] =
@@ -609,6 +631,17 @@ static bool sq_ping(struct store_backend *b)
     return ok;
 }
 
+static int sq_changes_version(struct store_backend *b, uint64_t *out)
+{
+    struct sq_conn *c;
+    int rc = conn_get(b, &c);
+    if (rc != 0)
+        return rc;
+    rc = query_count(c, ST_CHANGES_VERSION, NULL, out);
+    conn_put(b, c);
+    return rc;
+}
+
 /* --- reads ---------------------------------------------------------------------------------- */
 
 static int sq_person_get(struct store_backend *b, const char *id, struct store_person *out)
@@ -1067,6 +1100,7 @@ const struct store_backend_ops store__sqlite_ops = {
     .open = sq_open,
     .close = sq_close,
     .ping = sq_ping,
+    .changes_version = sq_changes_version,
     .person_get = sq_person_get,
     .person_by_session_token = sq_person_by_session_token,
     .person_conversations = sq_person_conversations,

@@ -13,6 +13,7 @@ const assert = require('node:assert/strict');
 const WebSocket = require('ws');
 const net = require('node:net');
 const crypto = require('node:crypto');
+const { execFileSync } = require('node:child_process');
 const { io } = require('socket.io-client');
 const {
   startGateway, userToken, mintToken, createUser, createConversation, createAnonymous,
@@ -610,6 +611,66 @@ describe('socketio: heartbeat', () => {
     ws.send('421["echo","y"]');
     await rawWait(ws, (m) => m === '431["y"]', 'ack over raw ws');
     ws.close();
+  });
+});
+
+describe('socketio: reconnect tickets', () => {
+  // A user's last disconnect leaves a ticket (store_ticket_put) that its reconnect within
+  // seconds takes instead of reading the database, while the SQLite triggers' version, polled
+  // by the writer, says no identity or membership changed. MongoDB reports no changes: no
+  // tickets there. A reconnect inside the person cache's TTL (STORE_CACHE_TTL_MS, 2 s) is
+  // answered by the cache, so each cycle here waits it out: only a ticket can then answer.
+  const MONGO = !!process.env.PG_TEST_MONGO_URI;
+  const TTL_WAIT_MS = 2100;
+  let gw;
+  before(async () => { gw = await startGateway(); });
+  after(async () => { await stopClean(gw); });
+
+  const count = (s, id, online) => s.statuses.filter((e) => e.userId === id && e.isOnline === online).length;
+  const used = () => metric(gw, 'meeshy_reconnect_tickets_used_total');
+
+  test('a user back within seconds reconnects from its ticket; one deactivated meanwhile by another writer is refused', { timeout: 60000 }, async () => {
+    const a = await user(gw, 'back');
+    const b = await user(gw, 'watch');
+    await createConversation(gw, [a.id, b.id]);
+    const sb = await as(gw, b);
+    assert.equal(await used(), 0);
+    // One token for every cycle, as a client's auth object: a ticket needs a token the
+    // gateway verified before (a new one goes to a handshake worker anyway).
+    const tok = userToken(a.id);
+    // The provisioning just now moved the triggers' version: the first ticket is void (its
+    // reads predate the poll that sees it); the next one is good.
+    let n = 0;
+    for (let i = 1; i <= 5 && (n = await used()) === 0; i++) {
+      const sa = await connect(gw, { token: tok });
+      await waitUntil(() => count(sb, a.id, true) >= i, { what: `online #${i} at B` });
+      n = await used();
+      sa.close();
+      await waitUntil(() => count(sb, a.id, false) >= i, { what: `offline #${i} at B` });
+      if (n > 0 || (MONGO && i === 3)) break;
+      await new Promise((r) => setTimeout(r, TTL_WAIT_MS));
+    }
+    if (MONGO) {
+      assert.equal(n, 0);
+      sb.close();
+      return;
+    }
+    assert.equal(n, 1);
+    const on = sb.statuses.filter((e) => e.userId === a.id && e.isOnline).pop();
+    assert.equal(on.username, a.username); // delivered in the room the ticket restored
+    assert.equal(on.status, 'online');
+    assert.match(on.lastSeen, ISO);
+
+    // That connection's close left a good ticket again; another writer deactivates A.
+    await new Promise((r) => setTimeout(r, TTL_WAIT_MS));
+    const file = gw.databaseUrl.replace(/^sqlite:/, '');
+    execFileSync('sqlite3', ['-cmd', '.timeout 5000', file, `UPDATE users SET isActive = 0 WHERE id = '${a.id}'`], { timeout: 10000 });
+    // A change is honoured by the reconnects that start STORE_TICKET_FRESH_MS (500 ms) after it.
+    await new Promise((r) => setTimeout(r, 600));
+    const err = await connectError(gw, { token: tok });
+    assert.equal(err.message, 'Unknown or inactive user');
+    assert.equal(await used(), 1);
+    sb.close();
   });
 });
 

@@ -92,6 +92,11 @@ void store_get_stats(struct store *s, struct store_stats *out)
     (void)s;
     memset(out, 0, sizeof(*out));
 }
+void store_cache_get_stats(struct store *s, struct store_cache_stats *out)
+{
+    (void)s;
+    memset(out, 0, sizeof(*out));
+}
 void store_presence_activity(struct store *s, const char *id, bool anon, int64_t at)
 {
     (void)s, (void)id, (void)anon, (void)at;

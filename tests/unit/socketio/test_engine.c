@@ -594,9 +594,9 @@ static void test_registry_grace(void **state)
     assert_int_equal(store_person_conversations(f->store, &p, &convs), 0);
     uint64_t b0 = atomic_load(&gw_metrics.status_broadcasts_total);
     int n;
-    struct sio_person *e1 = sio__registry_attach(f->e, &p, &convs, util_now_ms(), &n);
+    struct sio_person *e1 = sio__registry_attach(f->e, &p, &convs, 0, util_now_ms(), &n);
     assert_int_equal(n, 1);
-    struct sio_person *e2 = sio__registry_attach(f->e, &p, &convs, util_now_ms(), &n);
+    struct sio_person *e2 = sio__registry_attach(f->e, &p, &convs, 0, util_now_ms(), &n);
     assert_int_equal(n, 2);
     assert_ptr_equal(e1, e2);
     assert_int_equal(atomic_load(&gw_metrics.status_broadcasts_total), b0 + 1);
@@ -606,7 +606,7 @@ static void test_registry_grace(void **state)
     assert_int_not_equal(gen, 0); /* inside the grace */
     assert_int_equal(sio_engine_live_connections(f->e, f->alice), 1);
     /* back inside the grace: the old timer is void */
-    e1 = sio__registry_attach(f->e, &p, &convs, util_now_ms(), &n);
+    e1 = sio__registry_attach(f->e, &p, &convs, 0, util_now_ms(), &n);
     assert_int_equal(n, 1);
     sio__registry_grace_expired(f->e, f->alice, gen);
     assert_int_equal(sio_engine_live_connections(f->e, f->alice), 1);
@@ -616,13 +616,13 @@ static void test_registry_grace(void **state)
     assert_int_equal(sio_engine_live_connections(f->e, f->alice), 0);
     assert_int_equal(atomic_load(&gw_metrics.status_broadcasts_total), b0 + 2);
     /* an admin kick ends a grace in progress */
-    e1 = sio__registry_attach(f->e, &p, &convs, util_now_ms(), &n);
+    e1 = sio__registry_attach(f->e, &p, &convs, 0, util_now_ms(), &n);
     assert_int_not_equal(sio__registry_detach(f->e, e1, false, util_now_ms(), &n), 0);
     assert_int_equal(sio_engine_live_connections(f->e, f->alice), 1);
     assert_int_equal(sio_engine_disconnect_user(f->e, f->alice), 0);
     assert_int_equal(sio_engine_live_connections(f->e, f->alice), 0);
     /* skip_grace (admin kick, shutdown) goes offline at once */
-    e1 = sio__registry_attach(f->e, &p, &convs, util_now_ms(), &n);
+    e1 = sio__registry_attach(f->e, &p, &convs, 0, util_now_ms(), &n);
     assert_int_equal(sio__registry_detach(f->e, e1, true, util_now_ms(), &n), 0);
     assert_int_equal(sio_engine_live_connections(f->e, f->alice), 0);
     store_id_list_free(&convs);

@@ -5,7 +5,9 @@
  * batch lands during a backend read), provisioning and reconciliation visible, a change by
  * another writer seen once the TTL passes (or at once after a list read returned the row), the
  * memory bound (built with STORE_CACHE_PER_SHARD=4: 256 rows), concurrent readers against a
- * stream of writes, the conversations cache and the cache-only reads of loop threads.
+ * stream of writes, the conversations cache and the cache-only reads of loop threads, and the
+ * reconnect tickets: good until anyone changes an identity or a membership (the SQLite
+ * triggers, polled by the writer; this store's own writes at once), never used unchecked.
  *
  * Includes store.c (STYLE: test static functions by including the .c).
  */
@@ -100,6 +102,15 @@ static int wrap_token(struct store_backend *b, const char *token, struct store_p
     return store__sqlite_ops.person_by_session_token(b, token, out);
 }
 
+static atomic_bool polls_fail; /* changes_version fails, as a database that went away */
+
+static int wrap_changes(struct store_backend *b, uint64_t *out)
+{
+    if (atomic_load(&polls_fail))
+        return STORE_ERR_UNAVAILABLE;
+    return store__sqlite_ops.changes_version(b, out);
+}
+
 static int wrap_convs(struct store_backend *b, const struct store_person *p,
                       struct store_id_list *out)
 {
@@ -116,6 +127,8 @@ static int setup(void **state)
     wrap_ops.person_get = wrap_get;
     wrap_ops.person_by_session_token = wrap_token;
     wrap_ops.person_conversations = wrap_convs;
+    wrap_ops.changes_version = wrap_changes;
+    atomic_store(&polls_fail, false);
     atomic_store(&calls_get, 0);
     atomic_store(&calls_token, 0);
     atomic_store(&calls_convs, 0);
@@ -733,6 +746,166 @@ static void test_concurrent_readers(void **state)
     assert_true(cs.misses > 0);
 }
 
+/* Waits (bounded) until the writer has done `more` polls of changes_version from now on. */
+static void wait_polls(struct store *s, uint64_t more)
+{
+    struct store_cache_stats cs;
+    store_cache_get_stats(s, &cs);
+    uint64_t target = cs.change_polls + more;
+    int64_t until = util_mono_ms() + 5000;
+    while (cs.change_polls < target && util_mono_ms() < until) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+        store_cache_get_stats(s, &cs);
+    }
+    assert_true(cs.change_polls >= target);
+}
+
+static uint64_t tickets_held(struct store *s)
+{
+    struct store_cache_stats cs;
+    store_cache_get_stats(s, &cs);
+    return cs.tickets;
+}
+
+/* Takes id's ticket once a poll has checked it (bounded: a take right after a poll may still
+ * find it unchecked on a loaded machine, and then leaves it in place). */
+static int take_checked(struct store *s, const char *id, struct store_person *p,
+                        struct store_id_list *l)
+{
+    int rc = STORE_ERR_NOT_FOUND;
+    for (int i = 0; i < 20; i++) {
+        wait_polls(s, 1);
+        rc = store_ticket_take(s, id, p, l);
+        if (rc == 0 || tickets_held(s) == 0)
+            break;
+    }
+    return rc;
+}
+
+/* Lets the polls catch up with the changes made so far (this store's own included: they fire
+ * the triggers too): a row in the cache keeps the writer polling with its sweeps, and the
+ * second poll from now started after them. */
+static void settle(struct store *s, const char *id)
+{
+    struct store_person p = {0};
+    assert_int_equal(store_person_get(s, id, &p), 0);
+    store_person_clear(&p);
+    wait_polls(s, 2);
+}
+
+static void put_ticket(struct store *s, uint64_t stamp, const struct store_person *u,
+                       const char *cid)
+{
+    char ids[1][OID_HEX_LEN + 1];
+    memcpy(ids[0], cid, sizeof(ids[0]));
+    struct store_id_list l = {.ids = ids, .count = 1};
+    store_ticket_put(s, stamp, u->id, u->username, 7000, &l);
+}
+
+/* A ticket answers a reconnect without the backend, once a poll checked it; presence writes
+ * do not void it; an identity or membership change by another writer does (seen by the next
+ * poll), and a ticket stamped before it is refused at put; this store's own membership write
+ * voids it at once; while the polls fail, a ticket is not used (and kept for later). */
+static void test_reconnect_tickets(void **state)
+{
+    struct store *s = *state;
+    struct store_person u = {0}, p = {0};
+    struct store_id_list l = {0};
+    mkuser(s, "ticket", &u);
+    struct store_conversation c = {0}, c2 = {0};
+    assert_int_equal(store_conversation_create(s, NULL, "t", NULL, &c), 0);
+    assert_int_equal(store_conversation_create(s, NULL, "t2", NULL, &c2), 0);
+    int added = 0;
+    assert_int_equal(store_member_add(s, c.id, u.id, &added), 0);
+
+    /* Good: the fields the registry left, and no backend read. */
+    settle(s, u.id);
+    uint64_t stamp = store_ticket_stamp(s);
+    assert_true(stamp != 0);
+    put_ticket(s, stamp, &u, c.id);
+    assert_int_equal(tickets_held(s), 1);
+    int gets = atomic_load(&calls_get), convs = atomic_load(&calls_convs);
+    assert_int_equal(take_checked(s, u.id, &p, &l), 0);
+    assert_string_equal(p.id, u.id);
+    assert_string_equal(p.username, u.username);
+    assert_true(p.is_active);
+    assert_false(p.is_anonymous);
+    assert_int_equal(p.last_seen_ms, 7000);
+    assert_int_equal(l.count, 1);
+    assert_string_equal(l.ids[0], c.id);
+    assert_int_equal(atomic_load(&calls_get), gets);
+    assert_int_equal(atomic_load(&calls_convs), convs);
+    store_person_clear(&p);
+    store_id_list_free(&l);
+    assert_int_equal(store_ticket_take(s, u.id, &p, &l), STORE_ERR_NOT_FOUND); /* used up */
+    struct store_cache_stats cs;
+    store_cache_get_stats(s, &cs);
+    assert_int_equal(cs.ticket_hits, 1);
+    assert_int_equal(cs.tickets, 0);
+
+    /* The writer's own presence writes fire no trigger. */
+    stamp = store_ticket_stamp(s);
+    put_ticket(s, stamp, &u, c.id);
+    store_presence_online(s, u.id, false, 8000);
+    store_presence_offline(s, u.id, false, 9000);
+    assert_int_equal(store_flush(s, 5000), 0);
+    wait_polls(s, 2); /* one poll at least started after the commit */
+    assert_int_equal(take_checked(s, u.id, &p, &l), 0);
+    store_person_clear(&p);
+    store_id_list_free(&l);
+
+    /* Another writer changes the display name: the next poll voids the ticket; one stamped
+     * before the change is refused. */
+    const char *changes[] = {"UPDATE users SET displayName='Renamed' WHERE id='%s'",
+                             "UPDATE users SET isActive=0 WHERE id='%s'",
+                             "DELETE FROM members WHERE userId='%s'"};
+    for (size_t i = 0; i < sizeof(changes) / sizeof(changes[0]); i++) {
+        stamp = store_ticket_stamp(s);
+        put_ticket(s, stamp, &u, c.id);
+        char sql[200];
+        snprintf(sql, sizeof(sql), changes[i], u.id);
+        sql_exec(sql);
+        wait_polls(s, 2);
+        assert_true(store_ticket_stamp(s) != stamp);
+        assert_int_equal(store_ticket_take(s, u.id, &p, &l), STORE_ERR_NOT_FOUND);
+        assert_int_equal(tickets_held(s), 0);
+        put_ticket(s, stamp, &u, c.id);
+        assert_int_equal(tickets_held(s), 0);
+    }
+
+    /* This store's membership write: void at once, no poll needed. */
+    stamp = store_ticket_stamp(s);
+    put_ticket(s, stamp, &u, c.id);
+    assert_int_equal(store_member_add(s, c2.id, u.id, &added), 0);
+    assert_int_equal(store_ticket_take(s, u.id, &p, &l), STORE_ERR_NOT_FOUND);
+    assert_int_equal(tickets_held(s), 0);
+
+    /* Polls failing: a ticket is not used once the last good poll is older than
+     * STORE_TICKET_FRESH_MS, and is used after the polls come back. */
+    settle(s, u.id);
+    atomic_store(&polls_fail, true);
+    stamp = store_ticket_stamp(s);
+    put_ticket(s, stamp, &u, c.id);
+    wait_until_mono(util_mono_ms() + STORE_TICKET_FRESH_MS + 50);
+    assert_int_equal(store_ticket_take(s, u.id, &p, &l), STORE_ERR_NOT_FOUND);
+    assert_int_equal(tickets_held(s), 1);
+    atomic_store(&polls_fail, false);
+    assert_int_equal(take_checked(s, u.id, &p, &l), 0);
+    store_person_clear(&p);
+    store_id_list_free(&l);
+
+    /* With the cache off there are no tickets. */
+    store_cache_set_ttl(s, 0);
+    assert_int_equal(store_ticket_stamp(s), 0);
+    put_ticket(s, stamp, &u, c.id);
+    assert_int_equal(tickets_held(s), 0);
+
+    store_person_clear(&u);
+    store_conversation_clear(&c);
+    store_conversation_clear(&c2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -745,6 +918,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_read_refreshes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_memory_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_tickets, setup, teardown),
     };
     int rc = cmocka_run_group_tests_name("store_cache", tests, NULL, NULL);
     store_test_cleanup();

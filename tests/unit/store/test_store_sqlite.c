@@ -96,7 +96,7 @@ static void test_schema_wal_version(void **state)
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
     sqlite3_finalize(st);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 1);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
                                  " name IN ('users', 'anonymous_participants', 'conversations',"
                                  " 'members')"),
@@ -139,6 +139,72 @@ static void test_schema_wal_version(void **state)
     raw_exec(db, "PRAGMA user_version = 99");
     sqlite3_close(db);
     assert_int_not_equal(store_open(url, &s), 0);
+}
+
+/* gateway_changes.v moves with every identity or membership change, from any connection, and
+ * not with presence writes; a version 1 file gets the table and its triggers at open. */
+static void test_changes_triggers(void **state)
+{
+    (void)state;
+    char url[512], path[400];
+    struct store *s = NULL;
+    fresh("sqlite:", url, sizeof(url), path, sizeof(path));
+    assert_int_equal(store_open(url, &s), 0);
+    struct store_user_new u = {.username = "trig", .is_active = true};
+    struct store_person p = {0}, anon = {0};
+    assert_int_equal(store_user_create(s, &u, &p), 0);
+    struct store_conversation c = {0};
+    assert_int_equal(store_conversation_create(s, NULL, "t", NULL, &c), 0);
+    char token[65];
+    assert_int_equal(store_anonymous_create(s, c.id, "guest", &anon, token), 0);
+    sqlite3 *db = raw_open(path);
+    const char *v = "SELECT v FROM gateway_changes WHERE id = 1";
+    assert_int_equal(raw_int(db, v), 0); /* creating persons changes nobody's identity */
+
+    store_presence_online(s, p.id, false, 1000);
+    store_presence_offline(s, anon.id, true, 2000);
+    assert_int_equal(store_flush(s, 5000), 0);
+    raw_exec(db, "UPDATE users SET isOnline = 1, lastSeen = 5, lastActiveAt = 6");
+    assert_int_equal(raw_int(db, v), 0);
+
+    int added = 0;
+    assert_int_equal(store_member_add(s, c.id, p.id, &added), 0);
+    assert_int_equal(raw_int(db, v), 1);
+    const char *changes[] = {
+        "UPDATE users SET role = 'ADMIN'",
+        "UPDATE users SET isActive = 0",
+        "UPDATE users SET displayName = 'x', isOnline = 0",
+        "UPDATE anonymous_participants SET username = 'other'",
+        "UPDATE anonymous_participants SET isActive = 0",
+        "UPDATE members SET joinedAt = 1",
+        "DELETE FROM members",
+        "DELETE FROM anonymous_participants",
+        "DELETE FROM users",
+    };
+    for (size_t i = 0; i < sizeof(changes) / sizeof(changes[0]); i++) {
+        raw_exec(db, changes[i]);
+        assert_int_equal(raw_int(db, v), (int64_t)i + 2);
+    }
+    assert_int_equal(store_close(s, 1000), 0);
+
+    /* Back to version 1: no table, no triggers. Opening upgrades it. */
+    raw_exec(db, "DROP TABLE gateway_changes");
+    const char *trig = "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'";
+    assert_int_equal(raw_int(db, trig), 7);
+    raw_exec(db, "DROP TRIGGER users_identity_changed; DROP TRIGGER users_deleted;"
+                 " DROP TRIGGER anonymous_identity_changed; DROP TRIGGER anonymous_deleted;"
+                 " DROP TRIGGER members_added; DROP TRIGGER members_changed;"
+                 " DROP TRIGGER members_removed; PRAGMA user_version = 1");
+    assert_int_equal(raw_int(db, trig), 0);
+    assert_int_equal(store_open(url, &s), 0);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(db, trig), 7);
+    assert_int_equal(raw_int(db, v), 0);
+    assert_int_equal(store_close(s, 1000), 0);
+    sqlite3_close(db);
+    store_person_clear(&p);
+    store_person_clear(&anon);
+    store_conversation_clear(&c);
 }
 
 /* Null lastActiveAt: a zombie at any cutoff; reconciled with lastSeen = now. */
@@ -324,9 +390,10 @@ static void test_concurrent_reads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_urls_and_dirs), cmocka_unit_test(test_schema_wal_version),
-        cmocka_unit_test(test_null_times),    cmocka_unit_test(test_overlay_while_locked),
-        cmocka_unit_test(test_close_flushes), cmocka_unit_test(test_concurrent_reads),
+        cmocka_unit_test(test_urls_and_dirs),        cmocka_unit_test(test_schema_wal_version),
+        cmocka_unit_test(test_null_times),           cmocka_unit_test(test_changes_triggers),
+        cmocka_unit_test(test_overlay_while_locked), cmocka_unit_test(test_close_flushes),
+        cmocka_unit_test(test_concurrent_reads),
     };
     int rc = cmocka_run_group_tests_name("store_sqlite", tests, NULL, NULL);
     store_test_cleanup();
