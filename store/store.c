@@ -70,10 +70,12 @@
  *   its last connection closed (username, lastSeen, conversations), for a reconnect within
  *   STORE_TICKET_TTL_MS, whose row has long left the cache. The data may be hours old, so the
  *   TTL cannot vouch for it: a ticket is only built on a backend that reports changes
- *   (changes_version). It carries the stamp _ticket_gen had before the reads it comes from;
- *   _ticket_gen is bumped by everything that could make them wrong: the writer seeing
- *   changes_version move (it polls every STORE_WATCH_MS while tickets exist, with _mu
- *   released), a membership or person write through this store, a cache clear. A take
+ *   (changes_version). It carries the stamp _ticket_gen had before the reads it comes from
+ *   (from the backend or from the cache); _ticket_gen is bumped by everything that could
+ *   make them wrong: the writer seeing changes_version move (it polls every STORE_WATCH_MS
+ *   while tickets exist, with _mu released, and then empties the cache), a membership or
+ *   person write through this store, a cache clear; always after the cached rows and lists
+ *   that changed are gone, so that a stamp taken after a bump comes with newer reads. A take
  *   succeeds only while the stamp is current and the last poll started at most
  *   STORE_TICKET_FRESH_MS ago, so a change by anyone is honoured by reconnects that start
  *   that long after it (the cached rows' bound is their TTL). The poll bumps the generation
@@ -228,7 +230,8 @@ struct store {
     _Atomic int64_t _watched_ms; /* monotonic start of the last good poll; 0: none */
     _Atomic uint64_t _polls;     /* good polls */
     int64_t _polled_ms;          /* writer only: when the last poll started */
-    uint64_t _changes_v;         /* writer only: changes_version at the last good poll */
+    _Atomic uint64_t _changes_v; /* changes_version at the last good poll, or moved past this
+                                    store's own membership writes (store_member_add) */
     bool _changes_known;         /* writer only: _changes_v was read */
 };
 
@@ -528,23 +531,35 @@ static void ticket_del_locked(struct store *s, struct cache_shard *sh, struct kc
     atomic_fetch_sub_explicit(&s->_tickets, 1, memory_order_relaxed);
 }
 
+/* Voids the tickets stamped so far (and drops nid's, when given). Called after the cached
+ * data that changed is gone: a stamp taken after this bump comes with reads of the new data. */
+static void tickets_void(struct store *s, const char *nid)
+{
+    if (nid != NULL) {
+        struct cache_shard *sh = cache_shard_of(s, nid);
+        struct kcache_entry *k;
+        pthread_mutex_lock(&sh->lock);
+        HASH_FIND_STR(sh->tickets, nid, k);
+        if (k != NULL)
+            ticket_del_locked(s, sh, k);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    atomic_fetch_add(&s->_ticket_gen, 1);
+}
+
 /* Drops the cached row and the ticket of nid after a write to it that did not go through the
  * writer. */
 static void pcache_forget(struct store *s, const char *nid)
 {
-    atomic_fetch_add(&s->_cache_gen, 1);  /* fills that read before the write do not land */
-    atomic_fetch_add(&s->_ticket_gen, 1); /* nor tickets built from such reads */
+    atomic_fetch_add(&s->_cache_gen, 1); /* fills that read before the write do not land */
     struct cache_shard *sh = cache_shard_of(s, nid);
     struct pcache_entry *e;
-    struct kcache_entry *k;
     pthread_mutex_lock(&sh->lock);
     HASH_FIND_STR(sh->persons, nid, e);
     if (e != NULL)
         pentry_del_locked(s, sh, e);
-    HASH_FIND_STR(sh->tickets, nid, k);
-    if (k != NULL)
-        ticket_del_locked(s, sh, k);
     pthread_mutex_unlock(&sh->lock);
+    tickets_void(s, nid);
 }
 
 /* Drops every cached row, list and ticket (and the tokens too when tokens). */
@@ -552,7 +567,6 @@ static void cache_clear(struct store *s, bool tokens)
 {
     atomic_fetch_add(&s->_cache_gen, 1);
     atomic_fetch_add(&s->_conv_gen, 1);
-    atomic_fetch_add(&s->_ticket_gen, 1);
     for (int i = 0; i < STORE_CACHE_SHARDS; i++) {
         struct cache_shard *sh = &s->_cache[i];
         pthread_mutex_lock(&sh->lock);
@@ -566,6 +580,7 @@ static void cache_clear(struct store *s, bool tokens)
             tentry_del_locked(s, sh, sh->tokens_fifo);
         pthread_mutex_unlock(&sh->lock);
     }
+    tickets_void(s, NULL);
 }
 
 /* The person id of a fresh cached session token into id: true on a hit. */
@@ -686,6 +701,7 @@ static void ccache_forget(struct store *s, const char *nid)
     if (e != NULL)
         centry_del_locked(s, sh, e);
     pthread_mutex_unlock(&sh->lock);
+    tickets_void(s, NULL);
 }
 
 /* --- reconnect tickets (see DESIGN) --------------------------------------------------------- */
@@ -721,8 +737,8 @@ void store_ticket_put(struct store *s, uint64_t stamp, const char *id, const cha
     struct cache_shard *sh = cache_shard_of(s, nid);
     bool wake = false;
     pthread_mutex_lock(&sh->lock);
-    /* Under the shard lock: a forget of this person bumps the generation before it takes
-     * the lock, so either it finds this ticket or the stamp is already stale here. */
+    /* An early filter: a forget of this person that runs meanwhile either finds this ticket
+     * or bumps the generation after it, and a take checks the stamp again. */
     if (atomic_load(&s->_ticket_gen) == stamp) {
         size_t before = sh->ntickets;
         wake = kentry_put_locked(s, sh, e);
@@ -778,8 +794,9 @@ int store_ticket_take(struct store *s, const char *id, struct store_person *out,
 
 /* The writer's poll of changes_version, every STORE_WATCH_MS while tickets exist and with the
  * sweeps otherwise (so that a change is seen before the next tickets are stamped): when due,
- * drops _mu, reads, takes _mu again. A version that moved (or the first one read) voids every
- * ticket. */
+ * drops _mu, reads, takes _mu again. A version that moved (or the first one read) empties the
+ * cache, then voids every ticket: the registry stamps what a handshake read, from the cache
+ * too, so a stamp taken after the change is seen must come with rows read after it. */
 static void writer_watch_locked(struct store *s)
 {
     if (s->_ops->changes_version == NULL)
@@ -792,9 +809,9 @@ static void writer_watch_locked(struct store *s)
     pthread_mutex_unlock(&s->_mu);
     uint64_t v = 0;
     if (s->_ops->changes_version(s->_b, &v) == 0) {
-        if (!s->_changes_known || v != s->_changes_v)
-            atomic_fetch_add(&s->_ticket_gen, 1);
-        s->_changes_v = v;
+        if (!s->_changes_known || v != atomic_load(&s->_changes_v))
+            cache_clear(s, false);
+        atomic_store(&s->_changes_v, v);
         s->_changes_known = true;
         atomic_store(&s->_watched_ms, now); /* after the generation (see DESIGN) */
         atomic_fetch_add_explicit(&s->_polls, 1, memory_order_relaxed);
@@ -1194,8 +1211,10 @@ static int store_open_ops(const struct store_backend_ops *ops, const char *url, 
     s->_swept_ms = util_mono_ms();
     atomic_init(&s->_ticket_gen, 1);
     /* The baseline of the changes polls: tickets stamped from now on are checked against it. */
-    if (ops->changes_version != NULL && ops->changes_version(b, &s->_changes_v) == 0)
+    uint64_t v0 = 0;
+    if (ops->changes_version != NULL && ops->changes_version(b, &v0) == 0)
         s->_changes_known = true;
+    atomic_init(&s->_changes_v, v0);
 
     int err = pthread_create(&s->_writer, NULL, writer_main, s);
     if (err != 0) {
@@ -1590,11 +1609,18 @@ int store_member_add(struct store *s, const char *conversation_id, const char *u
     char cid[OID_HEX_LEN + 1], uid[OID_HEX_LEN + 1];
     if (!norm_id(conversation_id, cid) || !norm_id(user_id, uid))
         return STORE_ERR_INVALID;
-    int rc = s->_ops->member_add(s->_b, cid, uid, added);
+    uint64_t own[2] = {0, 0};
+    int rc = s->_ops->member_add(s->_b, cid, uid, added, own);
     /* The row holds no membership today; dropping it keeps that true for any future field. */
     if (rc == 0) {
         pcache_forget(s, uid);
         ccache_forget(s, uid);
+        /* What this insert fired is no news to the changes poll (what it concerns is dropped
+         * just above), unless another change came before it that the poll has not seen:
+         * then the version it last saw is not own[0] and it empties the cache as usual. */
+        uint64_t seen = own[0];
+        if (own[1] != own[0])
+            atomic_compare_exchange_strong(&s->_changes_v, &seen, own[1]);
     }
     return rc;
 }

@@ -60,7 +60,11 @@ struct store_backend_ops {
                        struct store_person *out);
     int (*conversation_create)(struct store_backend *b, const char *id, const char *title,
                                const char *type, struct store_conversation *out);
-    int (*member_add)(struct store_backend *b, const char *cid, const char *uid, int *added);
+    /* own[0] and own[1] receive changes_version just before and just after the insert, in
+     * its transaction (no other writer in between), when the backend reports changes: what
+     * this write alone moved it by. */
+    int (*member_add)(struct store_backend *b, const char *cid, const char *uid, int *added,
+                      uint64_t own[2]);
     int (*member_count)(struct store_backend *b, const char *cid, uint64_t *out);
     int (*anonymous_create)(struct store_backend *b, const char *cid, const char *username,
                             const char *session_token, struct store_person *out);

@@ -980,8 +980,10 @@ static int mongo_conversation_create(struct store_backend *b, const char *id, co
     return rc;
 }
 
-static int mongo_member_add(struct store_backend *b, const char *cid, const char *uid, int *added)
+static int mongo_member_add(struct store_backend *b, const char *cid, const char *uid, int *added,
+                            uint64_t own[2])
 {
+    (void)own; /* no changes_version here */
     bson_oid_t coid, uoid;
     if (!parse_oid(cid, &coid) || !parse_oid(uid, &uoid))
         return STORE_ERR_INVALID;

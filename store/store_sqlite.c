@@ -896,7 +896,8 @@ out:
     return rc;
 }
 
-static int sq_member_add(struct store_backend *b, const char *cid, const char *uid, int *added)
+static int sq_member_add(struct store_backend *b, const char *cid, const char *uid, int *added,
+                         uint64_t own[2])
 {
     struct sq_conn *c;
     bool user = false;
@@ -912,6 +913,9 @@ static int sq_member_add(struct store_backend *b, const char *cid, const char *u
     if (rc == 0 && !user)
         rc = STORE_ERR_NOT_FOUND;
     int n = 0;
+    uint64_t v0 = 0, v1 = 0;
+    if (rc == 0)
+        rc = query_count(c, ST_CHANGES_VERSION, NULL, &v0);
     if (rc == 0) {
         sqlite3_stmt *st = stmt(c, ST_MEMBER_INSERT);
         if (st == NULL) {
@@ -925,11 +929,16 @@ static int sq_member_add(struct store_backend *b, const char *cid, const char *u
         }
     }
     if (rc == 0)
+        rc = query_count(c, ST_CHANGES_VERSION, NULL, &v1);
+    if (rc == 0)
         rc = exec_simple(c, ST_COMMIT);
-    if (rc != 0)
+    if (rc != 0) {
         exec_simple(c, ST_ROLLBACK);
-    else
+    } else {
         *added = n > 0 ? 1 : 0;
+        own[0] = v0;
+        own[1] = v1;
+    }
 out:
     conn_put(b, c);
     return rc;

@@ -638,8 +638,8 @@ describe('socketio: reconnect tickets', () => {
     // One token for every cycle, as a client's auth object: a ticket needs a token the
     // gateway verified before (a new one goes to a handshake worker anyway).
     const tok = userToken(a.id);
-    // The provisioning just now moved the triggers' version: the first ticket is void (its
-    // reads predate the poll that sees it); the next one is good.
+    // The first connect reads the store; its close leaves a ticket that a later reconnect
+    // takes once a poll has checked it (bounded number of cycles).
     let n = 0;
     for (let i = 1; i <= 5 && (n = await used()) === 0; i++) {
       const sa = await connect(gw, { token: tok });

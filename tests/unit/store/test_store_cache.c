@@ -328,6 +328,9 @@ static void test_conversations_cache(void **state)
     read_twice(s, u.id);
     assert_int_equal(store_person_conversations(s, &u, &l), 0); /* the TTL was 2 s: refill */
     store_id_list_free(&l);
+    /* The changes polls would see it (and empty the cache) sooner: with them failing, the TTL
+     * is the bound, as on a backend that cannot report changes. */
+    atomic_store(&polls_fail, true);
     int64_t t0 = util_mono_ms();
     char sql[256];
     snprintf(sql, sizeof(sql),
@@ -344,6 +347,7 @@ static void test_conversations_cache(void **state)
     assert_int_equal(l.count, 3);
     assert_true(id_list_has(&l, c3.id));
     store_id_list_free(&l);
+    atomic_store(&polls_fail, false);
 
     /* an anonymous participant: by session token, cache-only once read */
     struct store_person anon = {0}, q = {0};
@@ -561,7 +565,8 @@ static void test_provisioning_visible(void **state)
     store_person_clear(&p);
 
     /* Another writer of the same database demotes and deactivates the user: unseen within
-     * the TTL, seen after it. */
+     * the TTL, seen after it (with the changes polls failing, see test_conversations_cache). */
+    atomic_store(&polls_fail, true);
     store_cache_set_ttl(s, 150);
     assert_int_equal(store_person_get(s, id, &p), 0);
     int64_t filled = util_mono_ms();
@@ -578,6 +583,7 @@ static void test_provisioning_visible(void **state)
     assert_string_equal(p.role, "USER");
     assert_false(p.is_active);
     store_person_clear(&p);
+    atomic_store(&polls_fail, false);
 
     store_person_clear(&anon);
     store_person_clear(&created);
@@ -761,6 +767,17 @@ static void wait_polls(struct store *s, uint64_t more)
     assert_true(cs.change_polls >= target);
 }
 
+/* Waits (bounded) until a poll saw the version move: the stamp changes. */
+static void wait_stamp_moved(struct store *s, uint64_t stamp)
+{
+    int64_t until = util_mono_ms() + 5000;
+    while (store_ticket_stamp(s) == stamp && util_mono_ms() < until) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(store_ticket_stamp(s) != stamp);
+}
+
 static uint64_t tickets_held(struct store *s)
 {
     struct store_cache_stats cs;
@@ -866,13 +883,36 @@ static void test_reconnect_tickets(void **state)
         char sql[200];
         snprintf(sql, sizeof(sql), changes[i], u.id);
         sql_exec(sql);
-        wait_polls(s, 2);
-        assert_true(store_ticket_stamp(s) != stamp);
+        wait_stamp_moved(s, stamp);
         assert_int_equal(store_ticket_take(s, u.id, &p, &l), STORE_ERR_NOT_FOUND);
         assert_int_equal(tickets_held(s), 0);
         put_ticket(s, stamp, &u, c.id);
         assert_int_equal(tickets_held(s), 0);
     }
+
+    /* What a poll sees moving also empties the cache: a row cached for long (the TTL raised
+     * here) is read again, so a stamp taken after the poll comes with the new row. */
+    store_cache_set_ttl(s, 60000);
+    assert_int_equal(store_person_get(s, u.id, &p), 0);
+    store_person_clear(&p);
+    gets = atomic_load(&calls_get);
+    assert_int_equal(store_person_get(s, u.id, &p), 0); /* a hit */
+    assert_int_equal(atomic_load(&calls_get), gets);
+    store_person_clear(&p);
+    char upd[200];
+    snprintf(upd, sizeof(upd), "UPDATE users SET isActive=1, displayName='Later' WHERE id='%s'",
+             u.id);
+    stamp = store_ticket_stamp(s);
+    sql_exec(upd);
+    wait_stamp_moved(s, stamp);
+    struct store_cache_stats cs2;
+    store_cache_get_stats(s, &cs2);
+    assert_int_equal(cs2.entries, 0);
+    assert_int_equal(store_person_get(s, u.id, &p), 0);
+    assert_int_equal(atomic_load(&calls_get), gets + 1);
+    assert_string_equal(p.display_name, "Later");
+    assert_true(p.is_active);
+    store_person_clear(&p);
 
     /* This store's membership write: void at once, no poll needed. */
     stamp = store_ticket_stamp(s);
@@ -880,6 +920,26 @@ static void test_reconnect_tickets(void **state)
     assert_int_equal(store_member_add(s, c2.id, u.id, &added), 0);
     assert_int_equal(store_ticket_take(s, u.id, &p, &l), STORE_ERR_NOT_FOUND);
     assert_int_equal(tickets_held(s), 0);
+    /* ... and the trigger it fired is no news to the polls: other cached rows (the TTL is
+     * still raised) and tickets stay. */
+    struct store_person v = {0};
+    mkuser(s, "bystander", &v);
+    settle(s, v.id); /* past a poll that may have overlapped the insert */
+    assert_int_equal(store_person_get(s, v.id, &p), 0);
+    store_person_clear(&p);
+    stamp = store_ticket_stamp(s);
+    put_ticket(s, stamp, &u, c.id);
+    wait_polls(s, 3);
+    assert_int_equal(store_ticket_stamp(s), stamp);
+    gets = atomic_load(&calls_get);
+    assert_int_equal(store_person_get(s, v.id, &p), 0);
+    assert_int_equal(atomic_load(&calls_get), gets);
+    store_person_clear(&p);
+    assert_int_equal(take_checked(s, u.id, &p, &l), 0);
+    store_person_clear(&p);
+    store_id_list_free(&l);
+    store_person_clear(&v);
+    store_cache_set_ttl(s, STORE_CACHE_TTL_MS);
 
     /* Polls failing: a ticket is not used once the last good poll is older than
      * STORE_TICKET_FRESH_MS, and is used after the polls come back. */
