@@ -429,12 +429,39 @@ static void kentry_carry(struct kcache_entry *e, const struct kcache_entry *old)
     (void)old;
 }
 
+/* A table's entries came (delta 1) or went (-1): tickets keep a count over all shards (the
+ * writer polls while there are any; true when the first appears, to wake it). */
+static bool pentry_counted(struct store *s, int delta)
+{
+    (void)s, (void)delta;
+    return false;
+}
+static bool tentry_counted(struct store *s, int delta)
+{
+    (void)s, (void)delta;
+    return false;
+}
+static bool centry_counted(struct store *s, int delta)
+{
+    (void)s, (void)delta;
+    return false;
+}
+static bool kentry_counted(struct store *s, int delta)
+{
+    if (delta < 0) {
+        atomic_fetch_sub_explicit(&s->_tickets, 1, memory_order_relaxed);
+        return false;
+    }
+    return atomic_fetch_add_explicit(&s->_tickets, 1, memory_order_relaxed) == 0;
+}
+
 /* The four tables of a shard are kept alike (a uthash table TBL keyed by KEY, its fill-order
- * list TBL_fifo and its count nTBL), so one pair of functions is written for each:
+ * list TBL_fifo and its count nTBL), so the same functions are written for each:
  *   P_del_locked(s, sh, e): takes e out and frees it;
  *   P_put_locked(s, sh, e): inserts e, replacing the entry of the same key or evicting the
- *   oldest fill of a full table; true when the cache went from empty to non-empty.
- * Shard lock held. */
+ *   oldest fill of a full table; true when the writer must be woken (the cache, or the
+ *   table's count, went from empty to non-empty). Shard lock held;
+ *   P_drop(s, key): takes the entry of key out, if any. No lock held. */
 #define CACHE_TABLE_FNS(P, TYPE, TBL, KEY)                                                         \
     static void P##_del_locked(struct store *s, struct cache_shard *sh, TYPE *e)                   \
     {                                                                                              \
@@ -442,6 +469,7 @@ static void kentry_carry(struct kcache_entry *e, const struct kcache_entry *old)
         DL_DELETE(sh->TBL##_fifo, e);                                                              \
         sh->n##TBL--;                                                                              \
         atomic_fetch_sub_explicit(&s->_cache_size, 1, memory_order_relaxed);                       \
+        P##_counted(s, -1);                                                                        \
         free(e);                                                                                   \
     }                                                                                              \
     static bool P##_put_locked(struct store *s, struct cache_shard *sh, TYPE *e)                   \
@@ -458,7 +486,18 @@ static void kentry_carry(struct kcache_entry *e, const struct kcache_entry *old)
         HASH_ADD_STR(sh->TBL, KEY, e);                                                             \
         DL_APPEND(sh->TBL##_fifo, e);                                                              \
         sh->n##TBL++;                                                                              \
-        return atomic_fetch_add_explicit(&s->_cache_size, 1, memory_order_relaxed) == 0;           \
+        bool first = P##_counted(s, 1);                                                            \
+        return atomic_fetch_add_explicit(&s->_cache_size, 1, memory_order_relaxed) == 0 || first;  \
+    }                                                                                              \
+    static void P##_drop(struct store *s, const char *key)                                         \
+    {                                                                                              \
+        struct cache_shard *sh = cache_shard_of(s, key);                                           \
+        TYPE *e;                                                                                   \
+        pthread_mutex_lock(&sh->lock);                                                             \
+        HASH_FIND_STR(sh->TBL, key, e);                                                            \
+        if (e != NULL)                                                                             \
+            P##_del_locked(s, sh, e);                                                              \
+        pthread_mutex_unlock(&sh->lock);                                                           \
     }
 CACHE_TABLE_FNS(pentry, struct pcache_entry, persons, p.id)
 CACHE_TABLE_FNS(tentry, struct tcache_entry, tokens, token)
@@ -525,25 +564,12 @@ static bool pcache_publish(struct store *s, struct store_person *p, uint64_t gen
     return true;
 }
 
-static void ticket_del_locked(struct store *s, struct cache_shard *sh, struct kcache_entry *e)
-{
-    kentry_del_locked(s, sh, e);
-    atomic_fetch_sub_explicit(&s->_tickets, 1, memory_order_relaxed);
-}
-
 /* Voids the tickets stamped so far (and drops nid's, when given). Called after the cached
  * data that changed is gone: a stamp taken after this bump comes with reads of the new data. */
 static void tickets_void(struct store *s, const char *nid)
 {
-    if (nid != NULL) {
-        struct cache_shard *sh = cache_shard_of(s, nid);
-        struct kcache_entry *k;
-        pthread_mutex_lock(&sh->lock);
-        HASH_FIND_STR(sh->tickets, nid, k);
-        if (k != NULL)
-            ticket_del_locked(s, sh, k);
-        pthread_mutex_unlock(&sh->lock);
-    }
+    if (nid != NULL)
+        kentry_drop(s, nid);
     atomic_fetch_add(&s->_ticket_gen, 1);
 }
 
@@ -552,13 +578,7 @@ static void tickets_void(struct store *s, const char *nid)
 static void pcache_forget(struct store *s, const char *nid)
 {
     atomic_fetch_add(&s->_cache_gen, 1); /* fills that read before the write do not land */
-    struct cache_shard *sh = cache_shard_of(s, nid);
-    struct pcache_entry *e;
-    pthread_mutex_lock(&sh->lock);
-    HASH_FIND_STR(sh->persons, nid, e);
-    if (e != NULL)
-        pentry_del_locked(s, sh, e);
-    pthread_mutex_unlock(&sh->lock);
+    pentry_drop(s, nid);
     tickets_void(s, nid);
 }
 
@@ -575,7 +595,7 @@ static void cache_clear(struct store *s, bool tokens)
         while (sh->convs_fifo != NULL)
             centry_del_locked(s, sh, sh->convs_fifo);
         while (sh->tickets_fifo != NULL)
-            ticket_del_locked(s, sh, sh->tickets_fifo);
+            kentry_del_locked(s, sh, sh->tickets_fifo);
         while (tokens && sh->tokens_fifo != NULL)
             tentry_del_locked(s, sh, sh->tokens_fifo);
         pthread_mutex_unlock(&sh->lock);
@@ -620,17 +640,6 @@ static void tcache_put(struct store *s, const char *token, const char *id)
     pthread_mutex_unlock(&sh->lock);
     if (woke)
         cache_wake_sweeper(s);
-}
-
-static void tcache_forget(struct store *s, const char *token)
-{
-    struct cache_shard *sh = cache_shard_of(s, token);
-    struct tcache_entry *e;
-    pthread_mutex_lock(&sh->lock);
-    HASH_FIND_STR(sh->tokens, token, e);
-    if (e != NULL)
-        tentry_del_locked(s, sh, e);
-    pthread_mutex_unlock(&sh->lock);
 }
 
 /* The fresh cached conversations of person nid into *out: true on a hit. */
@@ -694,13 +703,7 @@ static void ccache_publish(struct store *s, const char *nid, bool is_anonymous,
 static void ccache_forget(struct store *s, const char *nid)
 {
     atomic_fetch_add(&s->_conv_gen, 1);
-    struct cache_shard *sh = cache_shard_of(s, nid);
-    struct ccache_entry *e;
-    pthread_mutex_lock(&sh->lock);
-    HASH_FIND_STR(sh->convs, nid, e);
-    if (e != NULL)
-        centry_del_locked(s, sh, e);
-    pthread_mutex_unlock(&sh->lock);
+    centry_drop(s, nid);
     tickets_void(s, NULL);
 }
 
@@ -740,11 +743,8 @@ void store_ticket_put(struct store *s, uint64_t stamp, const char *id, const cha
     /* An early filter: a forget of this person that runs meanwhile either finds this ticket
      * or bumps the generation after it, and a take checks the stamp again. */
     if (atomic_load(&s->_ticket_gen) == stamp) {
-        size_t before = sh->ntickets;
-        wake = kentry_put_locked(s, sh, e);
+        wake = kentry_put_locked(s, sh, e); /* the first ticket starts the writer's polls */
         e = NULL;
-        if (sh->ntickets > before)
-            wake |= atomic_fetch_add(&s->_tickets, 1) == 0; /* the writer starts its polls */
     }
     pthread_mutex_unlock(&sh->lock);
     free(e);
@@ -786,7 +786,7 @@ int store_ticket_take(struct store *s, const char *id, struct store_person *out,
         /* Used once; a stale one is no use to anyone. One not checked lately (the writer is
          * late with its poll) may still serve a later reconnect. */
         if (rc == 0 || stale)
-            ticket_del_locked(s, sh, e);
+            kentry_del_locked(s, sh, e);
     }
     pthread_mutex_unlock(&sh->lock);
     return rc;
@@ -864,7 +864,7 @@ static size_t cache_sweep(struct store *s, int64_t now_ms)
         }
         while (sh->tickets_fifo != NULL &&
                now_ms - sh->tickets_fifo->filled_ms >= STORE_TICKET_TTL_MS) {
-            ticket_del_locked(s, sh, sh->tickets_fifo);
+            kentry_del_locked(s, sh, sh->tickets_fifo);
             freed++;
         }
         pthread_mutex_unlock(&sh->lock);
@@ -1385,7 +1385,7 @@ int store_person_by_session_token(struct store *s, const char *token, struct sto
         store_person_clear(&p);
         if (rc != 0 && rc != STORE_ERR_NOT_FOUND)
             return rc;
-        tcache_forget(s, token); /* gone from a shared database: ask it by token */
+        tentry_drop(s, token); /* gone from a shared database: ask it by token */
     }
     struct store_person p = {0};
     int rc = read_person(s, s->_ops->person_by_session_token, token, &p);
