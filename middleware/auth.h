@@ -58,6 +58,7 @@ struct auth_result {
     struct store_person person; /* filled when the person is in the store */
     bool has_person;            /* false only for an admin service token not in the store */
     bool is_admin;
+    bool has_claims;           /* claims are a verified JWT's (also on AUTH_ERR_WOULD_BLOCK) */
     struct auth_claims claims; /* zeroed for session tokens */
 };
 void auth_result_clear(struct auth_result *r);
@@ -74,17 +75,19 @@ int auth_authenticate(const struct auth_ctx *a, const char *bearer_jwt, const ch
 /* auth_authenticate for a thread that must not block (a Socket.IO loop): the same answer,
  * from the verified-token cache and the store's cache only, or AUTH_ERR_WOULD_BLOCK when it
  * needs a full JWT verification or a store read (then call auth_authenticate on a worker,
- * which fills both caches). */
+ * which fills both caches). On AUTH_ERR_WOULD_BLOCK for a store read, out holds the token's
+ * verified claims only (has_claims), for auth_authenticate_ticket; clear it either way. */
 int auth_authenticate_cached(const struct auth_ctx *a, const char *bearer_jwt,
                              const char *session_token, bool require_admin, int64_t now_s,
                              struct auth_result *out);
 
-/* For a Socket.IO handshake that auth_authenticate_cached could not answer: a user back
- * within seconds of its last disconnect, with a token already verified, whose reconnect
- * ticket is still good (store_ticket_take; it is used up). Returns 0 with out->person (a
- * ticket's fields only) and *convs filled, or AUTH_ERR_WOULD_BLOCK. */
-int auth_authenticate_ticket(const struct auth_ctx *a, const char *bearer_jwt, int64_t now_s,
-                             struct auth_result *out, struct store_id_list *convs);
+/* For a Socket.IO handshake that auth_authenticate_cached could not answer for want of a
+ * store read: r is what it left (a token already verified: has_claims). A user back within
+ * seconds of its last disconnect whose reconnect ticket is still good (store_ticket_take; it is
+ * used up) gets 0 with r->person (a ticket's fields only) and *convs filled; anything else
+ * AUTH_ERR_WOULD_BLOCK, r unchanged. The token is not verified again (one SHA-256 less). */
+int auth_authenticate_ticket(const struct auth_ctx *a, struct auth_result *r,
+                             struct store_id_list *convs);
 
 /* Extracts the token from an "Authorization" header value ("Bearer xxx", scheme
  * case-insensitive). Returns a pointer into value, or NULL. */

@@ -71,6 +71,7 @@ static int by_jwt(const struct auth_ctx *a, struct store *s, const char *jwt, bo
                     : auth_verify_jwt(a, jwt, now_s, &r->claims);
     if (rc != 0)
         return rc;
+    r->has_claims = true;
 
     /* Ids are ObjectIds in both backends: anything else cannot be stored, skip the lookup. */
     if (!util_oid_valid(r->claims.person_id))
@@ -112,6 +113,15 @@ static int authenticate(const struct auth_ctx *a, const char *bearer_jwt, const 
     memset(&r, 0, sizeof(r));
     int rc = bearer_jwt != NULL ? by_jwt(a, s, bearer_jwt, require_admin, cached, now_s, &r)
                                 : by_session(s, session_token, require_admin, cached, &r);
+    if (rc == AUTH_ERR_WOULD_BLOCK && r.has_claims) {
+        /* only the store read is missing: the verified claims, for a reconnect ticket */
+        struct auth_claims claims = r.claims;
+        auth_result_clear(&r);
+        memset(out, 0, sizeof(*out));
+        out->has_claims = true;
+        out->claims = claims;
+        return rc;
+    }
     if (rc != 0) {
         auth_result_clear(&r);
         return rc;
@@ -133,20 +143,15 @@ int auth_authenticate_cached(const struct auth_ctx *a, const char *bearer_jwt,
     return authenticate(a, bearer_jwt, session_token, require_admin, true, now_s, out);
 }
 
-int auth_authenticate_ticket(const struct auth_ctx *a, const char *bearer_jwt, int64_t now_s,
-                             struct auth_result *out, struct store_id_list *convs)
+int auth_authenticate_ticket(const struct auth_ctx *a, struct auth_result *r,
+                             struct store_id_list *convs)
 {
     struct store *s = a != NULL ? auth__store(a) : NULL;
-    if (s == NULL || bearer_jwt == NULL)
+    if (s == NULL || r == NULL || !r->has_claims || r->has_person ||
+        !util_oid_valid(r->claims.person_id) ||
+        store_ticket_take(s, r->claims.person_id, &r->person, convs) != 0)
         return AUTH_ERR_WOULD_BLOCK;
-    struct auth_result r;
-    memset(&r, 0, sizeof(r));
-    if (auth__verify_jwt_cached(a, bearer_jwt, now_s, &r.claims) != 0 ||
-        !util_oid_valid(r.claims.person_id) ||
-        store_ticket_take(s, r.claims.person_id, &r.person, convs) != 0)
-        return AUTH_ERR_WOULD_BLOCK;
-    r.has_person = true;
-    *out = r;
+    r->has_person = true;
     return 0;
 }
 

@@ -59,8 +59,10 @@ bool sio__auth_run(struct sio_engine *e, struct sio_msg *m, bool cached)
                     : auth_authenticate(e->auth, m->jwt, m->session, false, now_s, &res);
     if (rc == AUTH_ERR_WOULD_BLOCK && cached) {
         struct store_id_list convs = {0};
-        if (auth_authenticate_ticket(e->auth, m->jwt, now_s, &res, &convs) != 0)
+        if (auth_authenticate_ticket(e->auth, &res, &convs) != 0) {
+            auth_result_clear(&res);
             return false;
+        }
         m->person = res.person;
         m->convs = convs;
         m->rc = 0;

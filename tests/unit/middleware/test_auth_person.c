@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -301,6 +302,77 @@ static void test_store_failure(void **state)
     free(svc);
 }
 
+/* A handshake on a loop thread: a verified token whose person is not cached leaves its claims
+ * (has_claims) for the reconnect ticket, which is then taken without verifying the token again;
+ * a token never verified, or a session token, leaves none. */
+static void test_ticket_after_cached_miss(void **state)
+{
+    struct fixture *f = *state;
+    struct auth_result r;
+    struct store_id_list convs = {0};
+    char *t = tok(f->user, NULL);
+    assert_int_equal(auth(f, t, NULL, false, &r), 0); /* fills the verified-token cache */
+    auth_result_clear(&r);
+
+    /* Rows expire at once from now on; tickets keep their own bound. */
+    store_cache_set_ttl(f->store, 1);
+    int64_t t0 = util_mono_ms();
+    while (util_mono_ms() < t0 + 2) {
+        struct timespec ts = {0, 500000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(auth_authenticate_cached(f->auth, t, NULL, false, NOW, &r),
+                     AUTH_ERR_WOULD_BLOCK);
+    assert_true(r.has_claims);
+    assert_false(r.has_person);
+    assert_string_equal(r.claims.person_id, f->user);
+    /* no ticket yet: nothing taken, r unchanged */
+    assert_int_equal(auth_authenticate_ticket(f->auth, &r, &convs), AUTH_ERR_WOULD_BLOCK);
+    assert_false(r.has_person);
+    assert_string_equal(r.claims.person_id, f->user);
+
+    char ids[1][OID_HEX_LEN + 1];
+    memcpy(ids[0], f->anon, sizeof(ids[0])); /* any id: the ticket carries what it was given */
+    struct store_id_list left = {.ids = ids, .count = 1};
+    store_ticket_put(f->store, store_ticket_stamp(f->store), f->user, "alice", 7000, &left);
+    /* A ticket is used once a poll of the changes started lately: wait for one (bounded). */
+    int rc = AUTH_ERR_WOULD_BLOCK;
+    int64_t until = util_mono_ms() + 5000;
+    while (rc != 0 && util_mono_ms() < until) {
+        rc = auth_authenticate_ticket(f->auth, &r, &convs);
+        if (rc != 0) {
+            struct timespec ts = {0, 2000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    assert_int_equal(rc, 0);
+    assert_true(r.has_person);
+    assert_string_equal(r.person.id, f->user);
+    assert_string_equal(r.person.username, "alice");
+    assert_int_equal(r.person.last_seen_ms, 7000);
+    assert_int_equal(convs.count, 1);
+    assert_string_equal(convs.ids[0], f->anon);
+    store_id_list_free(&convs);
+    auth_result_clear(&r);
+    free(t);
+
+    /* A token this process never verified: no claims, so no ticket either. */
+    t = auth_mint_jwt(SECRET, strlen(SECRET), f->admin, NULL, 7200, NOW);
+    assert_non_null(t);
+    assert_int_equal(auth_authenticate_cached(f->auth, t, NULL, false, NOW, &r),
+                     AUTH_ERR_WOULD_BLOCK);
+    assert_false(r.has_claims);
+    assert_int_equal(auth_authenticate_ticket(f->auth, &r, &convs), AUTH_ERR_WOULD_BLOCK);
+    auth_result_clear(&r);
+    free(t);
+    /* Nor a session token. */
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(auth_authenticate_cached(f->auth, NULL, f->session, false, NOW, &r),
+                     AUTH_ERR_WOULD_BLOCK);
+    assert_false(r.has_claims);
+    auth_result_clear(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +384,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_session_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_and_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ticket_after_cached_miss, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
