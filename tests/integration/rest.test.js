@@ -342,6 +342,9 @@ describe('REST with default settings', () => {
     const tok = userToken(u.id);
     const w0 = await metric(gw, 'meeshy_activity_updates_total{result="written"}');
     const t0 = await metric(gw, 'meeshy_activity_updates_total{result="throttled"}');
+    // The writes of the tests before this one may still be gathering into a batch: count from
+    // an empty queue, so that the rows below are this test's only.
+    await waitUntil(async () => (await metric(gw, 'meeshy_db_write_queue_length')) === 0, { timeoutMs: 3000, what: 'earlier writes stored' });
     const d0 = await metric(gw, 'meeshy_db_updates_total');
     const first = await gw.api('GET', '/api/users/me', { token: tok });
     assert.equal(first.status, 200);
