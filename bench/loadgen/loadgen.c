@@ -9,7 +9,8 @@
  *
  *  - users u = 0..N-1 sit in conversations (rooms) of K: room u / K. Against a gateway it
  *    provisions them first through the admin REST API (ids are derived from the index, so a
- *    rerun finds them: 409 is fine) and mints each user's HS256 JWT itself with --secret.
+ *    rerun finds them: 409 is fine) and mints each user's HS256 JWT itself with --secret:
+ *    the same token all day (a client keeps its own), or a new one with --fresh-tokens.
  *    The query string also carries uid=, room= and name= for the bare servers.
  *  - fanout mode: opens the N connections (connect rate), then makes R status changes per
  *    second as connect/disconnect cycles: a change closes a connected user's socket (offline)
@@ -115,6 +116,7 @@ static struct {
     int64_t timeout_ns;
     uint32_t user_offset; /* first global user index of this process (several load generators) */
     bool connect_rooms;   /* --connect-order rooms: users in index order (peers online) */
+    bool fresh_tokens;    /* --fresh-tokens: tokens minted at this run's start (mint_token) */
 } cfg = {
     .mode = MODE_FANOUT,
     .target = TARGET_GATEWAY,
@@ -252,13 +254,18 @@ static size_t b64url(char *out, const uint8_t *in, size_t len)
     return w;
 }
 
+/* A user's token is the same in every loadgen run of the same UTC day, as a real client keeps
+ * the token it logged in with and presents it on every reconnect: iat is the day's start, exp
+ * two days later. --fresh-tokens: iat is now, so that every run presents tokens the server
+ * has never verified (a first connect of each user). */
 static char *mint_token(const char *id, const char *role)
 {
     char payload[256], enc[1024];
     long now = (long)time(NULL);
+    long iat = cfg.fresh_tokens ? now : now / 86400 * 86400;
     int plen = snprintf(
         payload, sizeof(payload), "{\"userId\":\"%s\",%s%s%s\"iat\":%ld,\"exp\":%ld}", id,
-        role ? "\"role\":\"" : "", role ? role : "", role ? "\"," : "", now, now + 24 * 3600);
+        role ? "\"role\":\"" : "", role ? role : "", role ? "\"," : "", iat, iat + 2 * 86400);
     size_t w = (size_t)snprintf(enc, sizeof(enc), "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.");
     w += b64url(enc + w, (const uint8_t *)payload, (size_t)plen);
     uint8_t mac[32];
@@ -1058,6 +1065,8 @@ static void usage(void)
             "  --timeout-ms T          a change not received by every peer by then is lost\n"
             "  --max-seconds T         hard bound of the whole run\n"
             "  --user-offset O         first user index (several load generators: 0, N, 2N...)\n"
+            "  --fresh-tokens          tokens minted now, never seen by the server (default: the\n"
+            "                          same token per user all day, as a client keeps its own)\n"
             "  --json                  also print one JSON line of results\n"
             "  --cdf FILE              write the delivery latency distribution (fanout): lines\n"
             "                          \"percentile ms\", 0..100, finer in the tail\n");
@@ -1089,6 +1098,7 @@ static void parse_args(int argc, char **argv)
         {"help", 0, 0, 'h'},
         {"connect-order", 1, 0, 'o'},
         {"cdf", 1, 0, 'F'},
+        {"fresh-tokens", 0, 0, 'f'},
         {0, 0, 0, 0},
     };
     int o;
@@ -1158,6 +1168,9 @@ static void parse_args(int argc, char **argv)
             break;
         case 'F':
             cfg.cdf_path = optarg;
+            break;
+        case 'f':
+            cfg.fresh_tokens = true;
             break;
         case 'O':
             cfg.user_offset = (uint32_t)strtoul(optarg, NULL, 10);
