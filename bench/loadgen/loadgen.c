@@ -1075,6 +1075,8 @@ static void usage(void)
 
 static void parse_args(int argc, char **argv)
 {
+    /* clang-format would pack this table into columns: one option per line reads better. */
+    /* clang-format off */
     static const struct option opts[] = {
         {"target", 1, 0, 't'},
         {"mode", 1, 0, 'm'},
@@ -1101,6 +1103,7 @@ static void parse_args(int argc, char **argv)
         {"fresh-tokens", 0, 0, 'f'},
         {0, 0, 0, 0},
     };
+    /* clang-format on */
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
