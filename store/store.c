@@ -436,23 +436,14 @@ static void kentry_carry(struct kcache_entry *e, const struct kcache_entry *old)
 }
 
 /* A table's entries came (delta 1) or went (-1): tickets keep a count over all shards (the
- * writer polls while there are any; true when the first appears, to wake it). */
-static bool pentry_counted(struct store *s, int delta)
+ * writer polls while there are any; true when the first appears, to wake it); the other
+ * tables keep none. */
+static bool count_none(struct store *s, int delta)
 {
     (void)s, (void)delta;
     return false;
 }
-static bool tentry_counted(struct store *s, int delta)
-{
-    (void)s, (void)delta;
-    return false;
-}
-static bool centry_counted(struct store *s, int delta)
-{
-    (void)s, (void)delta;
-    return false;
-}
-static bool kentry_counted(struct store *s, int delta)
+static bool count_tickets(struct store *s, int delta)
 {
     if (delta < 0) {
         atomic_fetch_sub_explicit(&s->_tickets, 1, memory_order_relaxed);
@@ -462,20 +453,21 @@ static bool kentry_counted(struct store *s, int delta)
 }
 
 /* The four tables of a shard are kept alike (a uthash table TBL keyed by KEY, its fill-order
- * list TBL_fifo and its count nTBL), so the same functions are written for each:
+ * list TBL_fifo and its count nTBL; COUNTED is the table's count hook above), so the same
+ * functions are written for each:
  *   P_del_locked(s, sh, e): takes e out and frees it;
  *   P_put_locked(s, sh, e): inserts e, replacing the entry of the same key or evicting the
  *   oldest fill of a full table; true when the writer must be woken (the cache, or the
  *   table's count, went from empty to non-empty). Shard lock held;
  *   P_drop(s, key): takes the entry of key out, if any. No lock held. */
-#define CACHE_TABLE_FNS(P, TYPE, TBL, KEY)                                                         \
+#define CACHE_TABLE_FNS(P, TYPE, TBL, KEY, COUNTED)                                                \
     static void P##_del_locked(struct store *s, struct cache_shard *sh, TYPE *e)                   \
     {                                                                                              \
         HASH_DEL(sh->TBL, e);                                                                      \
         DL_DELETE(sh->TBL##_fifo, e);                                                              \
         sh->n##TBL--;                                                                              \
         atomic_fetch_sub_explicit(&s->_cache_size, 1, memory_order_relaxed);                       \
-        P##_counted(s, -1);                                                                        \
+        COUNTED(s, -1);                                                                            \
         free(e);                                                                                   \
     }                                                                                              \
     static bool P##_put_locked(struct store *s, struct cache_shard *sh, TYPE *e)                   \
@@ -492,7 +484,7 @@ static bool kentry_counted(struct store *s, int delta)
         HASH_ADD_STR(sh->TBL, KEY, e);                                                             \
         DL_APPEND(sh->TBL##_fifo, e);                                                              \
         sh->n##TBL++;                                                                              \
-        bool first = P##_counted(s, 1);                                                            \
+        bool first = COUNTED(s, 1);                                                                \
         return atomic_fetch_add_explicit(&s->_cache_size, 1, memory_order_relaxed) == 0 || first;  \
     }                                                                                              \
     static void P##_drop(struct store *s, const char *key)                                         \
@@ -505,10 +497,10 @@ static bool kentry_counted(struct store *s, int delta)
             P##_del_locked(s, sh, e);                                                              \
         pthread_mutex_unlock(&sh->lock);                                                           \
     }
-CACHE_TABLE_FNS(pentry, struct pcache_entry, persons, p.id)
-CACHE_TABLE_FNS(tentry, struct tcache_entry, tokens, token)
-CACHE_TABLE_FNS(centry, struct ccache_entry, convs, id)
-CACHE_TABLE_FNS(kentry, struct kcache_entry, tickets, id)
+CACHE_TABLE_FNS(pentry, struct pcache_entry, persons, p.id, count_none)
+CACHE_TABLE_FNS(tentry, struct tcache_entry, tokens, token, count_none)
+CACHE_TABLE_FNS(centry, struct ccache_entry, convs, id, count_none)
+CACHE_TABLE_FNS(kentry, struct kcache_entry, tickets, id, count_tickets)
 #undef CACHE_TABLE_FNS
 
 /* A fresh cached row of nid, overlay applied, into *out: true on a hit. */
