@@ -4,7 +4,7 @@
  *
  * A zombie is a person the store says is online, whose lastActiveAt is older than
  * OFFLINE_THRESHOLD_MS, and who has no live connection on this node. The store finds the
- * first two conditions through its (isOnline, lastActiveAt) index; the third is asked of the
+ * first two conditions through its index of the persons online; the third is asked of the
  * Socket.IO engine through the live callback, so a person idle but connected is never set
  * offline however old their lastActiveAt (the seed's flaw). Each zombie is set offline
  * through the store's writer (lastSeen = now) and reported to the broadcast callback, which

@@ -191,9 +191,9 @@ int store_flush(struct store *s, int64_t timeout_ms);
 
 /* --- maintenance (maintenance thread or main thread; synchronous) ---------------------------- */
 
-/* Persons stored with isOnline=true and lastActiveAt < cutoff_ms (or null), via the
- * (isOnline, lastActiveAt) index; the pending overlay is applied (a person whose queued write
- * made it offline or active is left out). */
+/* Persons stored with isOnline=true and lastActiveAt < cutoff_ms (or null), via the index of
+ * the persons online (SQLite: partial, on lastActiveAt); the pending overlay is applied (a person
+ * whose queued write made it offline or active is left out). */
 int store_zombies_find(struct store *s, int64_t cutoff_ms, struct store_person_list *out);
 /* Startup reconciliation (SPEC §2.5): every person stored online is set offline with lastSeen =
  * its lastActiveAt, or now_ms when that is null. *count receives the rows changed. Call before

@@ -6,15 +6,20 @@
  * writes into one transaction is what makes it fast (STACK-NOTES §5: 350k rows/s in one
  * transaction against about 30k/s with one commit per row).
  *
- * Schema (version 2, PRAGMA user_version): users, anonymous_participants, conversations,
+ * Schema (version 3, PRAGMA user_version): users, anonymous_participants, conversations,
  * members, with camelCase columns as the MongoDB collections have; times are INTEGER ms since
- * the epoch, NULL for null. Both person tables carry an index on (isOnline, lastActiveAt) for
- * the zombie query and the startup reconciliation. Version 2 adds gateway_changes, one row
+ * the epoch, NULL for null. Both person tables carry a partial index on lastActiveAt of the
+ * persons online (WHERE isOnline = 1) for the zombie query, the online counts and the startup
+ * reconciliation. Version 3 put it in place of version 2's full (isOnline, lastActiveAt)
+ * index: a presence change then costs the index one entry (inserted when the person comes
+ * online, removed when they go) instead of a removal and an insertion at two places, and
+ * the index holds only the persons online. Version 2 added gateway_changes, one row
  * whose v triggers bump on every change that a cached identity could miss (a person's
  * identity columns updated, a person deleted, a membership added, changed or removed), by any
  * connection of any process; presence columns (isOnline, lastSeen, lastActiveAt) do not fire
- * them. store.c polls v (changes_version) to know that nothing of the kind happened. A
- * version 1 file gets them at open (every statement of the schema is IF NOT EXISTS).
+ * them. store.c polls v (changes_version) to know that nothing of the kind happened. An
+ * older file is brought up to date at open: every statement of the schema is IF NOT EXISTS
+ * and the schema ends by dropping the indexes that version 3 replaced.
  *
  * DESIGN
  *
@@ -44,7 +49,7 @@
 #include "common/log.h"
 #include "common/xmalloc.h"
 
-#define SQ_SCHEMA_VERSION 2
+#define SQ_SCHEMA_VERSION 3
 #define SQ_POOL_MAX 32
 #define SQ_BUSY_TIMEOUT_MS 5000
 /* SQLite's own page cache per connection (its default is 2 MiB). Hot reads are cached above
@@ -67,7 +72,7 @@ static const char sq_schema[] =
     " isOnline INTEGER NOT NULL DEFAULT 0,"
     " lastSeen INTEGER, lastActiveAt INTEGER,"
     " createdAt INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS users_presence ON users (isOnline, lastActiveAt);"
+    "CREATE INDEX IF NOT EXISTS users_online ON users (lastActiveAt) WHERE isOnline = 1;"
     "CREATE TABLE IF NOT EXISTS conversations ("
     " id TEXT PRIMARY KEY NOT NULL CHECK (length(id) = 24),"
     " title TEXT, type TEXT NOT NULL DEFAULT 'group',"
@@ -81,8 +86,8 @@ static const char sq_schema[] =
     " isOnline INTEGER NOT NULL DEFAULT 0,"
     " lastSeen INTEGER, lastActiveAt INTEGER,"
     " createdAt INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS anonymous_presence ON anonymous_participants (isOnline, "
-    "lastActiveAt);"
+    "CREATE INDEX IF NOT EXISTS anonymous_online ON anonymous_participants (lastActiveAt)"
+    " WHERE isOnline = 1;"
     "CREATE INDEX IF NOT EXISTS anonymous_conversation ON anonymous_participants (conversationId);"
     "CREATE TABLE IF NOT EXISTS members ("
     " conversationId TEXT NOT NULL REFERENCES conversations (id),"
@@ -101,7 +106,9 @@ static const char sq_schema[] =
     "CREATE TRIGGER IF NOT EXISTS anonymous_deleted AFTER DELETE ON anonymous_participants" SQ_BUMP
     "CREATE TRIGGER IF NOT EXISTS members_added AFTER INSERT ON members" SQ_BUMP
     "CREATE TRIGGER IF NOT EXISTS members_changed AFTER UPDATE ON members" SQ_BUMP
-    "CREATE TRIGGER IF NOT EXISTS members_removed AFTER DELETE ON members" SQ_BUMP;
+    "CREATE TRIGGER IF NOT EXISTS members_removed AFTER DELETE ON members" SQ_BUMP
+    "DROP INDEX IF EXISTS users_presence;"
+    "DROP INDEX IF EXISTS anonymous_presence;";
 
 /* Column lists shared by every query that returns persons; row_user()/row_anon() read them. */
 #define SQ_USER_COLS                                                                               \
@@ -186,7 +193,7 @@ static const char *const sq_sql[ST__COUNT] = {
                        " SET isOnline = CASE WHEN ?1 THEN ?2 ELSE isOnline END,"
                        " lastActiveAt = coalesce(?3, lastActiveAt),"
                        " lastSeen = coalesce(?4, lastSeen) WHERE id = ?5",
-    /* Two range scans of the (isOnline, lastActiveAt) index: NULLs sort first. */
+    /* Range scans of the partial index of the persons online: NULLs sort first. */
     [ST_USER_ZOMBIES] = "SELECT " SQ_USER_COLS " FROM users u WHERE u.isOnline = 1 AND"
                         " (u.lastActiveAt IS NULL OR u.lastActiveAt < ?1)",
     [ST_ANON_ZOMBIES] = "SELECT " SQ_ANON_COLS " FROM anonymous_participants a"
@@ -552,7 +559,11 @@ static int sq_schema_init(struct sq_conn *c)
         rc = sqlite3_exec(c->db, pragma, NULL, NULL, &err);
         if (rc != SQLITE_OK)
             goto fail_tx;
-        log_info("store: sqlite schema created (version %d)", SQ_SCHEMA_VERSION);
+        if (version == 0)
+            log_info("store: sqlite schema created (version %d)", SQ_SCHEMA_VERSION);
+        else
+            log_info("store: sqlite schema upgraded from version %d to %d", version,
+                     SQ_SCHEMA_VERSION);
     }
     rc = sqlite3_exec(c->db, "COMMIT", NULL, NULL, &err);
     if (rc != SQLITE_OK)
@@ -1017,6 +1028,13 @@ static int update_one(struct sq_conn *c, enum sq_stmt idx, const struct store_wr
     return rc;
 }
 
+static int write_by_id(const void *a, const void *b)
+{
+    const struct store_write *x = *(const struct store_write *const *)a;
+    const struct store_write *y = *(const struct store_write *const *)b;
+    return memcmp(x->id, y->id, OID_HEX_LEN);
+}
+
 static int sq_apply_batch(struct store_backend *b, const struct store_write *w, size_t n,
                           uint64_t *rows)
 {
@@ -1025,18 +1043,27 @@ static int sq_apply_batch(struct store_backend *b, const struct store_write *w, 
     int rc = conn_get(b, &c);
     if (rc != 0)
         return rc;
+    /* The rows go in id order: the id index, the table (ids grow with creation time, as
+     * rowids do) and the presence index are then walked in one direction, so the pages a
+     * batch shares are read and dirtied once, not once per row in a random order. The batch
+     * holds one write per person (store.c merges them), so the order changes nothing else. */
+    const struct store_write **order = xmalloc(n * sizeof(*order));
+    for (size_t i = 0; i < n; i++)
+        order[i] = &w[i];
+    qsort(order, n, sizeof(*order), write_by_id);
     rc = exec_simple(c, ST_BEGIN);
     if (rc != 0)
         goto out;
     for (size_t i = 0; i < n && rc == 0; i++) {
         /* The caller's is_anonymous picks the table to try first; the other one is the
          * fallback, since ids are unique across both. */
-        enum sq_stmt first = w[i].is_anonymous ? ST_ANON_UPDATE : ST_USER_UPDATE;
-        enum sq_stmt second = w[i].is_anonymous ? ST_USER_UPDATE : ST_ANON_UPDATE;
+        const struct store_write *x = order[i];
+        enum sq_stmt first = x->is_anonymous ? ST_ANON_UPDATE : ST_USER_UPDATE;
+        enum sq_stmt second = x->is_anonymous ? ST_USER_UPDATE : ST_ANON_UPDATE;
         int changed = 0;
-        rc = update_one(c, first, &w[i], &changed);
+        rc = update_one(c, first, x, &changed);
         if (rc == 0 && changed == 0)
-            rc = update_one(c, second, &w[i], &changed);
+            rc = update_one(c, second, x, &changed);
         total += (uint64_t)changed;
     }
     if (rc == 0)
@@ -1046,6 +1073,7 @@ static int sq_apply_batch(struct store_backend *b, const struct store_write *w, 
     else
         *rows = total;
 out:
+    free(order);
     conn_put(b, c);
     return rc;
 }

@@ -51,6 +51,21 @@ static void raw_exec(sqlite3 *db, const char *sql)
         fail_msg("%s: %s", sql, err);
 }
 
+/* Whether SQLite's plan for sql names the index. */
+static bool plan_uses(sqlite3 *db, const char *sql, const char *index)
+{
+    char q[512];
+    snprintf(q, sizeof(q), "EXPLAIN QUERY PLAN %s", sql);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, q, -1, &st, NULL), SQLITE_OK);
+    bool uses = false;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        if (strstr((const char *)sqlite3_column_text(st, 3), index) != NULL)
+            uses = true;
+    sqlite3_finalize(st);
+    return uses;
+}
+
 static void test_urls_and_dirs(void **state)
 {
     char url[512], path[400];
@@ -96,27 +111,26 @@ static void test_schema_wal_version(void **state)
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
     sqlite3_finalize(st);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND"
                                  " name IN ('users', 'anonymous_participants', 'conversations',"
                                  " 'members')"),
                      4);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND"
-                                 " name IN ('users_presence', 'anonymous_presence',"
+                                 " name IN ('users_online', 'anonymous_online',"
                                  " 'members_user')"),
                      3);
-    /* The zombie query walks the presence index, not the table. */
-    assert_int_equal(sqlite3_prepare_v2(db,
-                                        "EXPLAIN QUERY PLAN SELECT id FROM users WHERE isOnline = 1"
-                                        " AND (lastActiveAt IS NULL OR lastActiveAt < 5)",
-                                        -1, &st, NULL),
-                     SQLITE_OK);
-    bool uses_index = false;
-    while (sqlite3_step(st) == SQLITE_ROW)
-        if (strstr((const char *)sqlite3_column_text(st, 3), "users_presence") != NULL)
-            uses_index = true;
-    sqlite3_finalize(st);
-    assert_true(uses_index);
+    /* The zombie query and the online count walk the partial index of the persons online,
+     * not the table. */
+    assert_true(plan_uses(db,
+                          "SELECT id FROM users WHERE isOnline = 1"
+                          " AND (lastActiveAt IS NULL OR lastActiveAt < 5)",
+                          "users_online"));
+    assert_true(plan_uses(db, "SELECT count(*) FROM users WHERE isOnline = 1", "users_online"));
+    assert_true(plan_uses(db,
+                          "SELECT id FROM anonymous_participants WHERE isOnline = 1"
+                          " AND (lastActiveAt IS NULL OR lastActiveAt < 5)",
+                          "anonymous_online"));
     sqlite3_close(db);
     assert_int_equal(store_close(s, 1000), 0);
 
@@ -139,6 +153,63 @@ static void test_schema_wal_version(void **state)
     raw_exec(db, "PRAGMA user_version = 99");
     sqlite3_close(db);
     assert_int_not_equal(store_open(url, &s), 0);
+}
+
+/* A version 2 file, with the full (isOnline, lastActiveAt) indexes, is upgraded at open: the
+ * partial indexes take their place and the persons online are found through them. */
+static void test_upgrade_from_v2(void **state)
+{
+    (void)state;
+    char url[512], path[400];
+    struct store *s = NULL;
+    fresh("sqlite:", url, sizeof(url), path, sizeof(path));
+    assert_int_equal(store_open(url, &s), 0);
+    struct store_user_new u = {.username = "old", .is_active = true};
+    struct store_person p = {0};
+    assert_int_equal(store_user_create(s, &u, &p), 0);
+    store_presence_online(s, p.id, false, 1700000000000LL);
+    assert_int_equal(store_flush(s, 5000), 0);
+    assert_int_equal(store_close(s, 1000), 0);
+
+    sqlite3 *db = raw_open(path);
+    raw_exec(db, "DROP INDEX users_online; DROP INDEX anonymous_online;"
+                 " CREATE INDEX users_presence ON users (isOnline, lastActiveAt);"
+                 " CREATE INDEX anonymous_presence ON anonymous_participants (isOnline,"
+                 " lastActiveAt); PRAGMA user_version = 2");
+    const char *idx = "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master"
+                      " WHERE type = 'index' AND (name LIKE '%_presence' OR name LIKE '%_online')"
+                      " ORDER BY name)";
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, idx, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0),
+                        "anonymous_presence,users_presence");
+    sqlite3_finalize(st);
+
+    assert_int_equal(store_open(url, &s), 0);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
+    assert_int_equal(sqlite3_prepare_v2(db, idx, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "anonymous_online,users_online");
+    sqlite3_finalize(st);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM users WHERE isOnline = 1"), 1);
+    struct store_person_list l = {0};
+    assert_int_equal(store_zombies_find(s, 1800000000000LL, &l), 0);
+    assert_int_equal(l.count, 1);
+    assert_string_equal(l.items[0].id, p.id);
+    store_person_list_free(&l);
+    /* Going offline takes the person out of the partial index. */
+    store_presence_offline(s, p.id, false, 1700000000500LL);
+    assert_int_equal(store_flush(s, 5000), 0);
+    assert_int_equal(store_zombies_find(s, 1800000000000LL, &l), 0);
+    assert_int_equal(l.count, 0);
+    store_person_list_free(&l);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM users INDEXED BY users_online"
+                                 " WHERE isOnline = 1"),
+                     0);
+    assert_int_equal(store_close(s, 1000), 0);
+    sqlite3_close(db);
+    store_person_clear(&p);
 }
 
 /* gateway_changes.v moves with every identity or membership change, from any connection, and
@@ -197,7 +268,7 @@ static void test_changes_triggers(void **state)
                  " DROP TRIGGER members_removed; PRAGMA user_version = 1");
     assert_int_equal(raw_int(db, trig), 0);
     assert_int_equal(store_open(url, &s), 0);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
     assert_int_equal(raw_int(db, trig), 7);
     assert_int_equal(raw_int(db, v), 0);
     assert_int_equal(store_close(s, 1000), 0);
@@ -393,7 +464,7 @@ int main(void)
         cmocka_unit_test(test_urls_and_dirs),        cmocka_unit_test(test_schema_wal_version),
         cmocka_unit_test(test_null_times),           cmocka_unit_test(test_changes_triggers),
         cmocka_unit_test(test_overlay_while_locked), cmocka_unit_test(test_close_flushes),
-        cmocka_unit_test(test_concurrent_reads),
+        cmocka_unit_test(test_concurrent_reads),     cmocka_unit_test(test_upgrade_from_v2),
     };
     int rc = cmocka_run_group_tests_name("store_sqlite", tests, NULL, NULL);
     store_test_cleanup();
