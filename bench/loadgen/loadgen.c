@@ -1363,7 +1363,9 @@ int main(int argc, char **argv)
         printf("{\"mode\":\"%s\",\"target\":\"%s\",\"conns\":%" PRIu32 ",\"roomSize\":%" PRIu32
                ",\"rate\":%.0f,\"change\":\"%s\",\"connectsPerSec\":%.1f,\"ready\":%" PRIu64
                ",\"connectErrors\":%" PRIu64 ",\"changesIssued\":%" PRIu64
-               ",\"changesDone\":%" PRIu64 ",\"deliveries\":%" PRIu64 ",\"deliveriesPerSec\":%.1f"
+               ",\"changesDone\":%" PRIu64 ",\"changesTimedOut\":%" PRIu64
+               ",\"changesSkipped\":%" PRIu64 ",\"deliveries\":%" PRIu64
+               ",\"deliveriesPerSec\":%.1f"
                ",\"missing\":%" PRIu64 ",\"unexpected\":%" PRIu64 ",\"p50Ms\":%.4f,\"p90Ms\":%.4f"
                ",\"p99Ms\":%.4f,\"maxMs\":%.4f,\"changeP99Ms\":%.4f,\"serverCpuS\":%.3f"
                ",\"serverRssKiB\":[%ld,%ld,%ld],\"loadgenCpuS\":%.3f,\"phaseS\":%.3f"
@@ -1372,10 +1374,11 @@ int main(int argc, char **argv)
                cfg.rate, cfg.change_msg ? "msg" : "cycle", connect_rate,
                cfg.mode == MODE_CONNECT ? st.ready_now : ramp_ready,
                st.connect_errors + st.http_errors + st.connect_refused_sio, st.changes_issued,
-               st.changes_done, st.deliveries, dps, st.missing, st.unexpected,
-               pct_ms(&lat_delivery, 50), pct_ms(&lat_delivery, 90), pct_ms(&lat_delivery, 99),
-               pct_ms(&lat_delivery, 100), pct_ms(&lat_change, 99), srv_cpu, p0.rss_kib, p1.rss_kib,
-               p2.rss_kib, lg_cpu, phase_s, cfg.connect_rooms ? "rooms" : "spread");
+               st.changes_done, st.changes_timed_out, st.changes_skipped, st.deliveries, dps,
+               st.missing, st.unexpected, pct_ms(&lat_delivery, 50), pct_ms(&lat_delivery, 90),
+               pct_ms(&lat_delivery, 99), pct_ms(&lat_delivery, 100), pct_ms(&lat_change, 99),
+               srv_cpu, p0.rss_kib, p1.rss_kib, p2.rss_kib, lg_cpu, phase_s,
+               cfg.connect_rooms ? "rooms" : "spread");
     fflush(stdout);
     if (cfg.cdf_path != NULL && cfg.mode == MODE_FANOUT)
         write_cdf(cfg.cdf_path, &lat_delivery);
