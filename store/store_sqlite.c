@@ -1043,10 +1043,11 @@ static int sq_apply_batch(struct store_backend *b, const struct store_write *w, 
     int rc = conn_get(b, &c);
     if (rc != 0)
         return rc;
-    /* The rows go in id order: the id index, the table (ids grow with creation time, as
-     * rowids do) and the presence index are then walked in one direction, so the pages a
-     * batch shares are read and dirtied once, not once per row in a random order. The batch
-     * holds one write per person (store.c merges them), so the order changes nothing else. */
+    /* The rows go in id order: the id index and the table (ids grow with creation time, as
+     * rowids do) are then walked in one direction, so the rows of a batch that share a page
+     * come one after the other, and the page is read once instead of again after SQLite's
+     * small page cache (SQ_PAGE_CACHE_KIB) dropped it. The batch holds one write per person
+     * (store.c merges them), so the order changes nothing else. */
     const struct store_write **order = xmalloc(n * sizeof(*order));
     for (size_t i = 0; i < n; i++)
         order[i] = &w[i];
