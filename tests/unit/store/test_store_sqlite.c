@@ -51,6 +51,16 @@ static void raw_exec(sqlite3 *db, const char *sql)
         fail_msg("%s: %s", sql, err);
 }
 
+/* The first column of the first row of sql is the text expected. */
+static void assert_raw_text(sqlite3 *db, const char *sql, const char *expected)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), expected);
+    sqlite3_finalize(st);
+}
+
 /* Whether SQLite's plan for sql names the index. */
 static bool plan_uses(sqlite3 *db, const char *sql, const char *index)
 {
@@ -179,19 +189,11 @@ static void test_upgrade_from_v2(void **state)
     const char *idx = "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master"
                       " WHERE type = 'index' AND (name LIKE '%_presence' OR name LIKE '%_online')"
                       " ORDER BY name)";
-    sqlite3_stmt *st = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, idx, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0),
-                        "anonymous_presence,users_presence");
-    sqlite3_finalize(st);
+    assert_raw_text(db, idx, "anonymous_presence,users_presence");
 
     assert_int_equal(store_open(url, &s), 0);
     assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
-    assert_int_equal(sqlite3_prepare_v2(db, idx, -1, &st, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0), "anonymous_online,users_online");
-    sqlite3_finalize(st);
+    assert_raw_text(db, idx, "anonymous_online,users_online");
     assert_int_equal(raw_int(db, "SELECT count(*) FROM users WHERE isOnline = 1"), 1);
     struct store_person_list l = {0};
     assert_int_equal(store_zombies_find(s, 1800000000000LL, &l), 0);
