@@ -1292,7 +1292,8 @@ __attribute__((noinline)) static void fanout(struct sio_loop *l, struct sio_bcas
             if (c->stamp != stamp) {
                 c->stamp = stamp;
                 if (c->state == SIO_ST_CONNECTED && c->person != NULL &&
-                    memcmp(c->person->id, b->person_id, OID_HEX_LEN) != 0) {
+                    (c->person_key != b->person_key ||
+                     memcmp(c->person->id, b->person_id, OID_HEX_LEN) != 0)) {
                     /* A slow reader may be closed here, which unlinks it from the room:
                      * next was taken before. */
                     if (conn_queue_coalesced(l, c, b->frame))

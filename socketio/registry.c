@@ -440,6 +440,7 @@ void sio__broadcast(struct sio_engine *e, const char *id, const char *username, 
     struct sio_bcast *b = xcalloc(1, sizeof(*b));
     b->t0_ns = t0_ns;
     snprintf(b->person_id, sizeof(b->person_id), "%s", id);
+    b->person_key = sio__person_key(b->person_id);
     b->nconv = nconv;
     b->convs = xmalloc(nconv * sizeof(*b->convs));
     memcpy(b->convs, convs, nconv * sizeof(*b->convs));

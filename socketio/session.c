@@ -290,6 +290,7 @@ void sio__session_auth_result(struct sio_conn *c, struct sio_msg *m)
     int conns = 0;
     c->person =
         sio__registry_attach(e, &m->person, &m->convs, m->ticket_stamp, util_now_ms(), &conns);
+    c->person_key = sio__person_key(c->person->id);
     for (size_t i = 0; i < m->convs.count; i++)
         sio__room_join(l, c, m->convs.ids[i]);
     METRIC_INC(connected_sockets);

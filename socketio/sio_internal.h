@@ -52,6 +52,17 @@ struct sio_sbuf *sio_sbuf_frame(uint8_t opcode, const void *payload, size_t len)
 size_t sio__ws_header_len(size_t len);
 /* Writes the header of an unmasked final frame; returns its length. */
 size_t sio__ws_header_write(uint8_t *out, uint8_t opcode, size_t len);
+/* A 32-bit key of a person id (FNV-1a), kept in the connection and in a broadcast so that the
+ * fan-out tells a recipient from the person who changed without reading the person entry, a
+ * cache miss per recipient; equal keys are confirmed on the ids. */
+static inline uint32_t sio__person_key(const char *id)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < OID_HEX_LEN && id[i] != '\0'; i++)
+        h = (h ^ (uint8_t)id[i]) * 16777619u;
+    return h;
+}
+
 static inline void sio_sbuf_ref(struct sio_sbuf *b)
 {
     atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
@@ -163,6 +174,7 @@ void sio__kick_wait_done(struct sio_kick_wait *w, int closed);
 
 struct sio_bcast {
     atomic_int pending_loops; /* the last loop to finish records the latency and frees */
+    uint32_t person_key;      /* sio__person_key(person_id) */
     int64_t t0_ns;            /* when the change happened (monotonic) */
     char person_id[OID_HEX_LEN + 1];
     size_t nconv;
@@ -242,8 +254,9 @@ struct sio_conn {
     int fd;
     uint8_t state;
     uint8_t flags;
-    uint8_t xflags;    /* SIO_XF_* (in what was padding) */
-    uint32_t heap_idx; /* UINT32_MAX: not in the timer heap */
+    uint8_t xflags;      /* SIO_XF_* (in what was padding) */
+    uint32_t heap_idx;   /* UINT32_MAX: not in the timer heap */
+    uint32_t person_key; /* sio__person_key(person->id) while connected (in what was padding) */
     int64_t deadline_ms;
     int64_t ping_sent_ms;
     int64_t connect_deadline_ms;
